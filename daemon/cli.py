@@ -1,0 +1,153 @@
+"""The ``skystream`` command line: run, process, simulate, demo, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon import __version__
+from daemon.demo import run_demo
+from daemon.errors import Fatal
+from daemon.fits_io import write_exposure
+from daemon.logs import configure_logging
+from daemon.service import Service
+from daemon.settings import ConfigError, Settings, load_settings, merge_overrides, settings_to_yaml
+from daemon.sources.batch import BatchSource
+from processors import FieldModel, simulate_exposure
+
+__all__ = ["main"]
+
+log = logging.getLogger("skystream.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skystream",
+        description="Live sky background subtraction for telescope data streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"skystream {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "YAML configuration (default: $SKYSTREAM_CONFIG, else the built-in default)"
+
+    run = commands.add_parser("run", help="run the daemon on the configured folder")
+    run.add_argument("--config", type=Path, help=config_help)
+
+    process = commands.add_parser("process", help="process FITS files once and exit")
+    process.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    process.add_argument("--out", type=Path, required=True, help="product folder")
+    process.add_argument(
+        "--quarantine", type=Path, help="reason files for bad input (default: OUT/quarantine)"
+    )
+    process.add_argument("--config", type=Path, help=config_help)
+
+    simulate = commands.add_parser("simulate", help="write synthetic exposures with known sky")
+    simulate.add_argument("--out", type=Path, required=True, help="folder to write into")
+    simulate.add_argument("--count", type=int, required=True, help="number of exposures")
+    simulate.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    simulate.add_argument("--seed", type=int, default=1, help="random seed of the night")
+    simulate.add_argument("--nints", type=int, help="write 3-D exposures of NINTS integrations")
+
+    demo = commands.add_parser("demo", help="simulate a night and run the daemon on it")
+    demo.add_argument("--count", type=int, default=8, help="number of exposures")
+    demo.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the night")
+    demo.add_argument("--workdir", type=Path, help="scratch folder (default: a new temp folder)")
+
+    config = commands.add_parser("config", help="print the effective configuration")
+    config.add_argument("--config", type=Path, help=config_help)
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        return Path(args.config)
+    from_env = os.environ.get("SKYSTREAM_CONFIG")
+    return Path(from_env) if from_env else None
+
+
+async def _serve(service: Service) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.request_stop)
+    await service.run()
+
+
+def _run(settings: Settings) -> int:
+    asyncio.run(_serve(Service(settings)))
+    return EXIT_OK
+
+
+def _process(args: argparse.Namespace, settings: Settings) -> int:
+    out = args.out.absolute()
+    settings = merge_overrides(
+        settings,
+        {
+            "output": {"directory": str(out)},
+            "quarantine": {
+                "directory": str((args.quarantine or out / "quarantine").absolute()),
+                "move": False,
+            },
+            "metrics": {"enabled": False},
+        },
+    )
+    source = BatchSource(args.inputs)
+    asyncio.run(_serve(Service(settings, source=source)))
+    failed = [path for path, outcome in source.outcomes.items() if outcome != "complete"]
+    missing = len(args.inputs) - len(source.outcomes)
+    print(
+        f"{len(source.outcomes) - len(failed)} processed, {len(failed)} quarantined"
+        + (f", {missing} not finished" if missing else ""),
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if failed or missing else EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if args.count < 1 or args.size < 16:
+        print("skystream simulate: --count must be >= 1 and --size >= 16", file=sys.stderr)
+        return EXIT_CONFIG
+    args.out.mkdir(parents=True, exist_ok=True)
+    field = FieldModel.random(args.seed)
+    print(f"{'file':<20} {'true sky':>9} {'noise':>7}")
+    for index in range(args.count):
+        exposure = simulate_exposure(
+            index, size=args.size, seed=args.seed, field=field, nints=args.nints
+        )
+        name = f"sim_{index:04d}.fits"
+        write_exposure(exposure, args.out / name)
+        print(f"{name:<20} {exposure.header['TRUESKY']:>9.3f} {exposure.header['TRUENOIS']:>7.3f}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``skystream`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            configure_logging()
+            return _simulate(args)
+        if args.command == "demo":
+            configure_logging("WARNING")
+            return run_demo(count=args.count, size=args.size, seed=args.seed, workdir=args.workdir)
+        settings = load_settings(_config_path(args))
+        if args.command == "config":
+            print(settings_to_yaml(settings), end="")
+            return EXIT_OK
+        configure_logging(settings.logging.level, settings.logging.format)
+        if args.command == "process":
+            return _process(args, settings)
+        return _run(settings)
+    except ConfigError as exc:
+        print(f"skystream: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Fatal as exc:
+        print(f"skystream: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,45 @@
+"""Error taxonomy: what happens to an exposure is decided by the class of its error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS", "Retriable"]
+
+#: Bounded set of quarantine reasons (metric label values).
+QuarantineReason = Literal[
+    "truncated",
+    "not_fits",
+    "no_image_data",
+    "wrong_shape",
+    "shape_mismatch",
+    "no_valid_pixels",
+    "unreadable",
+    "processing_error",
+]
+QUARANTINE_REASONS: tuple[str, ...] = QuarantineReason.__args__
+
+
+class InvalidInput(Exception):
+    """This exposure can never be processed: quarantine it with the reason and go on.
+
+    Parameters
+    ----------
+    reason : str
+        One of `QUARANTINE_REASONS`.
+    detail : str
+        Human-readable explanation.
+    """
+
+    def __init__(self, reason: QuarantineReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: QuarantineReason = reason
+        self.detail = detail
+
+
+class Retriable(Exception):
+    """The world is briefly wrong (disk full, file not complete yet): back off and retry."""
+
+
+class Fatal(Exception):
+    """Configuration or programming error: stop cleanly with a non-zero exit."""

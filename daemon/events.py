@@ -1,0 +1,80 @@
+"""Wire models: what arrives (ExposureEvent) and what is published (ProductEvent)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ExposureEvent", "ProductEvent", "exposure_id_from_path"]
+
+_FITS_SUFFIXES = (".fits", ".fit", ".fts")
+
+
+def exposure_id_from_path(path: Path) -> str:
+    """The exposure id of a file: its name without the FITS suffix (control characters
+    replaced by ``_``)."""
+    name = re.sub(r"[\x00-\x1f]", "_", path.name)
+    for suffix in _FITS_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ExposureEvent(_Event):
+    """An exposure to process: a claim check pointing at a FITS file (``skystream.exposure/1``)."""
+
+    schema_id: Literal["skystream.exposure/1"] = Field(
+        "skystream.exposure/1", alias="schema", description="Schema name and version."
+    )
+    exposure_id: str = Field(
+        min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f]+$"
+    )
+    uri: str = Field(min_length=1, max_length=4096, description="File path or file:// URI.")
+    kind: Literal["science", "background"] = "science"
+    stack_key: str | None = None
+    group: str | None = None
+    obs_time: datetime | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """Local path the URI points at."""
+        parsed = urlparse(self.uri)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        return Path(self.uri)
+
+    @classmethod
+    def for_file(cls, path: Path) -> ExposureEvent:
+        """The event of a file found in a watched folder or named on the command line."""
+        return cls(exposure_id=exposure_id_from_path(path), uri=str(path))
+
+
+class ProductEvent(_Event):
+    """A finished product (``skystream.product/1``); also the JSON sidecar of the product."""
+
+    schema_id: Literal["skystream.product/1"] = Field("skystream.product/1", alias="schema")
+    exposure_id: str
+    input_uri: str
+    product_uri: str
+    status: Literal["COMPLETE", "SKIPPED", "FAILED"]
+    method: str
+    stack_key: str
+    background_level: float
+    background_rms: float
+    background_params: dict[str, Any]
+    errors: str
+    inputs_used: list[str]
+    shape: list[int]
+    timings: dict[str, float] = Field(description="Seconds per stage.")
+    software_version: str
+    produced_at: datetime

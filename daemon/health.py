@@ -1,0 +1,79 @@
+"""HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` (liveness), ``/readyz``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon.metrics import Metrics
+
+__all__ = ["HealthServer"]
+
+log = logging.getLogger("skystream.health")
+
+
+class HealthServer:
+    """Serves metrics and health on one port with aiohttp.
+
+    Parameters
+    ----------
+    metrics : Metrics
+        Whose registry ``/metrics`` exposes.
+    readiness : callable
+        Returns ``(ready, reasons)``; ``/readyz`` answers 200 when ready, else 503 with the
+        reasons.
+    host, port : str, int
+        Listen address; port 0 picks a free port (see `port` after `start`).
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        readiness: Callable[[], tuple[bool, list[str]]],
+        *,
+        host: str,
+        port: int,
+    ) -> None:
+        self._metrics = metrics
+        self._readiness = readiness
+        self._host = host
+        self._requested_port = port
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def _metrics_page(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready, reasons = self._readiness()
+        return web.json_response(
+            {"ready": ready, "reasons": reasons}, status=200 if ready else 503
+        )
+
+    async def start(self) -> None:
+        """Start listening."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._requested_port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        log.info("metrics and health on http://%s:%s/metrics", self._host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening; safe to call twice."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

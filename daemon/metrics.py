@@ -1,0 +1,117 @@
+"""All Prometheus metrics of skystream in one container with an injected registry."""
+
+from __future__ import annotations
+
+import platform
+
+import astropy
+import numpy as np
+import photutils
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from daemon.errors import QUARANTINE_REASONS
+from processors import __version__
+
+__all__ = ["OUTCOMES", "STAGES", "Metrics"]
+
+STAGES: tuple[str, ...] = ("read", "background", "subtract", "write")
+OUTCOMES: tuple[str, ...] = ("complete", "quarantined")
+SOURCES: tuple[str, ...] = ("directory", "batch")
+# Seconds-long CPU work: 10 ms to 60 s.
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The metrics of one skystream process.
+
+    Names follow ``skystream_<noun>_<unit|total>``; labels are bounded (stage, outcome,
+    reason, source, and lane/stack keys that come from configured header keywords) and
+    pre-initialised so that dashboards see zeros rather than gaps.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry
+        Where the metrics are registered; tests pass a fresh one.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received = Counter(
+            "skystream_exposures_received",
+            "Exposures that arrived and passed the completeness check.",
+            ["source"],
+            registry=registry,
+        )
+        self.processed = Counter(
+            "skystream_exposures_processed",
+            "Exposures finished, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.quarantined = Counter(
+            "skystream_exposures_quarantined",
+            "Exposures quarantined, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "skystream_stage_seconds",
+            "Wall time of each processing stage.",
+            ["stage"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.latency_seconds = Histogram(
+            "skystream_latency_seconds",
+            "From arrival of an exposure to its durable product.",
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.lane_depth = Gauge(
+            "skystream_lane_depth",
+            "Exposures waiting in each lane.",
+            ["lane"],
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "skystream_inflight_exposures",
+            "Exposures being processed right now.",
+            registry=registry,
+        )
+        self.pending_files = Gauge(
+            "skystream_pending_files",
+            "Files seen in the watched folder that are not yet complete and settled.",
+            registry=registry,
+        )
+        self.background_level = Gauge(
+            "skystream_background_level",
+            "Background level of the latest exposure of each stack key.",
+            ["stack_key"],
+            registry=registry,
+        )
+        self.background_rms = Gauge(
+            "skystream_background_rms",
+            "Background RMS of the latest exposure of each stack key.",
+            ["stack_key"],
+            registry=registry,
+        )
+        self.build_info = Info(
+            "skystream_build", "Versions of skystream and its numerical stack.", registry=registry
+        )
+        self.build_info.info(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "astropy": astropy.__version__,
+                "photutils": photutils.__version__,
+            }
+        )
+        for source in SOURCES:
+            self.received.labels(source)
+        for outcome in OUTCOMES:
+            self.processed.labels(outcome)
+        for reason in QUARANTINE_REASONS:
+            self.quarantined.labels(reason)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)

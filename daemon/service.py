@@ -1,0 +1,185 @@
+"""The service: wires a source, lanes, the pipeline, sinks, state and metrics together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from prometheus_client import CollectorRegistry
+
+from daemon.errors import InvalidInput
+from daemon.events import ProductEvent
+from daemon.health import HealthServer
+from daemon.lanes import Lanes
+from daemon.ledger import Ledger
+from daemon.metrics import Metrics
+from daemon.pipeline import Pipeline
+from daemon.quarantine import Quarantine
+from daemon.settings import Settings
+from daemon.sinks.files import DirectorySink
+from daemon.sources import Source
+from daemon.sources.directory import DirectorySource
+
+__all__ = ["Service"]
+
+log = logging.getLogger("skystream.service")
+
+
+class Service:
+    """One skystream process: consume a source until stopped (or until a finite source ends).
+
+    Parameters
+    ----------
+    settings : Settings
+        Validated settings with absolute paths.
+    registry : CollectorRegistry, optional
+        Metrics registry; a fresh one by default.
+    source : Source, optional
+        Where exposures come from; the configured folder by default.
+    on_product : callable, optional
+        Called with each finished `ProductEvent`.
+
+    Examples
+    --------
+    ``asyncio.run(Service(load_settings()).run())`` runs the daemon until
+    `request_stop` is called (the CLI wires SIGTERM and SIGINT to it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        source: Source | None = None,
+        on_product: Callable[[ProductEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
+        self._source_override = source
+        self._on_product = on_product
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self.source: Source | None = None
+        self.lanes: Lanes | None = None
+        self.health: HealthServer | None = None
+        self._ledger: Ledger | None = None
+
+    def request_stop(self) -> None:
+        """Ask the service to drain in-flight work and stop (signal-handler safe)."""
+        if not self._stop.is_set():
+            log.info("stop requested: finishing in-flight exposures")
+        self._stop.set()
+
+    async def wait_started(self) -> None:
+        """Wait until the source is running and the health port is bound."""
+        await self._started.wait()
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Whether the service can take work, and if not, why."""
+        reasons = []
+        if not self._started.is_set():
+            reasons.append("starting")
+        if self.source is None or not self.source.connected:
+            reasons.append("source not connected")
+        if self.lanes is not None and self.lanes.saturated:
+            reasons.append(f"lanes saturated: {', '.join(self.lanes.saturated)}")
+        if self._stop.is_set():
+            reasons.append("stopping")
+        return not reasons, reasons
+
+    async def run(self) -> None:
+        """Run until `request_stop`, or until a finite source is exhausted and drained."""
+        settings = self.settings
+        pool = ThreadPoolExecutor(settings.workers.threads, thread_name_prefix="skystream-worker")
+        sink = DirectorySink(settings.output)
+        quarantine = Quarantine(
+            settings.quarantine.directory,
+            move=settings.quarantine.move,
+            fsync=settings.output.fsync,
+        )
+        pipeline = Pipeline(
+            settings,
+            pool=pool,
+            sink=sink,
+            quarantine=quarantine,
+            metrics=self.metrics,
+            on_product=self._on_product,
+        )
+        self.lanes = Lanes(
+            pipeline.process, queue_size=settings.lanes.queue_size, metrics=self.metrics
+        )
+        if self._source_override is not None:
+            self.source = self._source_override
+        else:
+            self._ledger = Ledger(settings.state.directory / "ledger.sqlite")
+            self.source = DirectorySource(settings.source.directory, self._ledger, self.metrics)
+        if settings.metrics.enabled:
+            self.health = HealthServer(
+                self.metrics,
+                self.readiness,
+                host=settings.metrics.host,
+                port=settings.metrics.port,
+            )
+        dispatcher: asyncio.Task[None] | None = None
+        try:
+            if self.health is not None:
+                await self.health.start()
+            await self.source.start()
+            self._started.set()
+            dispatcher = asyncio.create_task(
+                self._dispatch(self.source, self.lanes, pipeline), name="dispatcher"
+            )
+            await self._until_done(dispatcher, self.lanes)
+        finally:
+            await self._shutdown(dispatcher, pool)
+
+    @staticmethod
+    async def _dispatch(source: Source, lanes: Lanes, pipeline: Pipeline) -> None:
+        async for delivery in source.deliveries():
+            try:
+                key = await pipeline.route(delivery)
+            except InvalidInput as exc:
+                await pipeline.reject(delivery, exc)
+                continue
+            except Exception as exc:
+                log.exception("cannot route %s", delivery.event.uri)
+                await pipeline.reject(
+                    delivery, InvalidInput("processing_error", f"{type(exc).__name__}: {exc}")
+                )
+                continue
+            await lanes.put(key, delivery)
+
+    async def _until_done(self, dispatcher: asyncio.Task[None], lanes: Lanes) -> None:
+        stop = asyncio.create_task(self._stop.wait(), name="stop-signal")
+        try:
+            await asyncio.wait({dispatcher, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if dispatcher.done():
+                dispatcher.result()  # a finite source ended (or the dispatcher failed)
+                drained = asyncio.create_task(lanes.join(), name="drain")
+                await asyncio.wait({drained, stop}, return_when=asyncio.FIRST_COMPLETED)
+                drained.cancel()
+        finally:
+            stop.cancel()
+
+    async def _shutdown(
+        self, dispatcher: asyncio.Task[None] | None, pool: ThreadPoolExecutor
+    ) -> None:
+        if self.source is not None:
+            await self.source.stop()
+        if dispatcher is not None:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+        if self.lanes is not None:
+            dropped = await self.lanes.stop(self.settings.shutdown.grace_seconds)
+            if dropped:
+                log.info("%d queued exposure(s) left for the next start", dropped)
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if self.health is not None:
+            await self.health.stop()
+        if self._ledger is not None:
+            self._ledger.close()
+        log.info("stopped")

@@ -1,0 +1,332 @@
+"""One typed settings tree, loaded from YAML with ``SKYSTREAM_`` environment overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.errors import Fatal
+from processors import bad_pixel_mask
+from processors.background import ENGINES, ESTIMATORS
+from processors.subtract import ERROR_MODES
+
+__all__ = ["ConfigError", "Settings", "load_settings", "merge_overrides", "settings_to_yaml"]
+
+ENV_PREFIX = "SKYSTREAM_"
+
+
+class ConfigError(Fatal):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DirectorySourceSettings(_Section):
+    """Watch a folder for new FITS files."""
+
+    path: Path = Field(Path("inbox"), description="Folder watched for new exposures.")
+    patterns: list[str] = Field(
+        ["*.fits", "*.fit", "*.fts"], description="File-name patterns that are exposures."
+    )
+    polling: bool = Field(
+        False, description="Poll instead of inotify (NFS and other network file systems)."
+    )
+    poll_interval_seconds: float = Field(1.0, gt=0, description="Polling observer period.")
+    settle_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Without a close/rename event, a complete FITS is taken once its size "
+        "and mtime have not changed for this long.",
+    )
+    incomplete_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A FITS that stays incomplete and unchanged this long is quarantined "
+        "as truncated.",
+    )
+    rescan_seconds: float = Field(
+        30.0, gt=0, description="Period of the reconciliation scan (events can be lost)."
+    )
+    check_interval_seconds: float = Field(
+        0.25, gt=0, description="How often pending files are checked for completeness."
+    )
+
+
+class SourceSettings(_Section):
+    """Where exposures come from."""
+
+    directory: DirectorySourceSettings = DirectorySourceSettings()
+
+
+class OutputSettings(_Section):
+    """Where products go."""
+
+    directory: Path = Field(Path("products"), description="Product folder.")
+    suffix: str = Field("_bsub", description="Appended to the input stem for the product.")
+    sidecar: bool = Field(True, description="Write a JSON summary beside each product.")
+    fsync: bool = Field(
+        True, description="fsync products and their folder before a file counts as done."
+    )
+
+
+class QuarantineSettings(_Section):
+    """Where bad input goes."""
+
+    directory: Path = Field(Path("quarantine"), description="Quarantine folder.")
+    move: bool = Field(
+        True,
+        description="Move the bad file into the quarantine folder (the daemon's own inbox); "
+        "otherwise only the reason JSON is written.",
+    )
+
+
+class StateSettings(_Section):
+    """Durable service state (ledger of finished inputs)."""
+
+    directory: Path = Field(Path(".skystream"), description="State folder.")
+
+
+class InputSettings(_Section):
+    """What input shapes are accepted."""
+
+    allow_cubes: bool = Field(
+        True,
+        description="Accept 3-D (nints, ny, nx) exposures; when false they are quarantined "
+        "as wrong_shape.",
+    )
+
+
+class RoutingSettings(_Section):
+    """How exposures are grouped into ordered lanes."""
+
+    stack_key: list[str] = Field(
+        ["INSTRUME", "DETECTOR", "FILTER"],
+        description="Header keywords whose values form the stack key (one lane per key).",
+    )
+
+
+class BackgroundSettings(_Section):
+    """The background model subtracted from each exposure."""
+
+    method: Literal["model"] = Field("model", description="Background method.")
+    engine: str = Field("photutils", description=f"Background engine, one of {ENGINES}.")
+    box_size: int | tuple[int, int] = Field(64, description="Mesh box size in pixels.")
+    filter_size: int | tuple[int, int] = Field(3, description="Odd median filter size.")
+    sigma_low: float = Field(3.0, gt=0, description="Lower clipping threshold [sigma].")
+    sigma_high: float = Field(3.0, gt=0, description="Upper clipping threshold [sigma].")
+    maxiters: int | None = Field(10, ge=1, description="Clipping iterations; null: converge.")
+    estimator: str = Field("sextractor", description=f"Per-box estimator, one of {ESTIMATORS}.")
+    exclude_percentile: float = Field(
+        10.0, ge=0, le=100, description="Exclude boxes with more than this % bad pixels."
+    )
+    filter_threshold: float | None = Field(
+        None, description="Median-filter only mesh cells above this value; null: all."
+    )
+    dqbits: int | str | None = Field(
+        0,
+        description="DQ bits to IGNORE (astropy bit-flag syntax): 0 = any set bit excludes "
+        "the pixel (Liger/IRIS); '~DO_NOT_USE+NON_SCIENCE' = only those exclude; null = "
+        "DQ unused.",
+    )
+    errors: str = Field(
+        "quadrature", description=f"ERR propagation, one of {ERROR_MODES}."
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"must be one of {ENGINES}")
+        return value
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        if value not in ESTIMATORS:
+            raise ValueError(f"must be one of {ESTIMATORS}")
+        return value
+
+    @field_validator("errors")
+    @classmethod
+    def _known_error_mode(cls, value: str) -> str:
+        if value not in ERROR_MODES:
+            raise ValueError(f"must be one of {ERROR_MODES}")
+        return value
+
+    @field_validator("dqbits")
+    @classmethod
+    def _valid_dqbits(cls, value: int | str | None) -> int | str | None:
+        bad_pixel_mask(np.zeros(1, dtype=np.uint32), value)
+        return value
+
+
+class LaneSettings(_Section):
+    """Per-stack-key ordered queues."""
+
+    queue_size: int = Field(8, ge=1, description="Exposures waiting per lane (backpressure).")
+
+
+class WorkerSettings(_Section):
+    """CPU worker pool."""
+
+    threads: int = Field(2, ge=1, description="Worker threads for reading, modelling, writing.")
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics and health endpoints."""
+
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
+    host: str = Field("0.0.0.0", description="Listen address.")  # noqa: S104 (pod port)
+    port: int = Field(9108, ge=0, le=65535, description="Listen port; 0 picks a free one.")
+
+
+class ShutdownSettings(_Section):
+    """Graceful stop on SIGTERM/SIGINT."""
+
+    grace_seconds: float = Field(
+        30.0, gt=0, description="Time allowed for in-flight exposures to finish."
+    )
+
+
+class LoggingSettings(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level.")
+    format: Literal["text", "json"] = Field("text", description="Human text or JSON lines.")
+
+
+class Settings(_Section):
+    """The whole skystream configuration."""
+
+    source: SourceSettings = SourceSettings()
+    output: OutputSettings = OutputSettings()
+    quarantine: QuarantineSettings = QuarantineSettings()
+    state: StateSettings = StateSettings()
+    input: InputSettings = InputSettings()
+    routing: RoutingSettings = RoutingSettings()
+    background: BackgroundSettings = BackgroundSettings()
+    lanes: LaneSettings = LaneSettings()
+    workers: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def resolved(self, base: Path) -> Settings:
+        """Return these settings with every relative folder made absolute under ``base``."""
+
+        def absolute(path: Path) -> str:
+            return str(path if path.is_absolute() else (base / path).resolve())
+
+        return merge_overrides(
+            self,
+            {
+                "source": {"directory": {"path": absolute(self.source.directory.path)}},
+                "output": {"directory": absolute(self.output.directory)},
+                "quarantine": {"directory": absolute(self.quarantine.directory)},
+                "state": {"directory": absolute(self.state.directory)},
+            },
+        )
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SKYSTREAM_A__B=value`` becomes ``{"a": {"b": value}}``; values parse as YAML."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+    return tree
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _validate(tree: Mapping[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def merge_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """Return new settings with a nested mapping of overrides applied and validated."""
+    return _validate(_deep_merge(settings.model_dump(mode="json"), overrides))
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    base: Path | None = None,
+) -> Settings:
+    """Load settings: built-in defaults, then the YAML file, then the environment.
+
+    Parameters
+    ----------
+    path : Path, optional
+        YAML file; the built-in defaults (identical to ``config/default.yaml``) when None.
+    environ : mapping, optional
+        Environment to read ``SKYSTREAM_<SECTION>__<KEY>`` overrides from; `os.environ`
+        by default.
+    base : Path, optional
+        Folder that relative paths are resolved against; the working directory by default.
+
+    Returns
+    -------
+    Settings
+        Validated settings with absolute paths.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or parsed, or a key is unknown or invalid; the message
+        names the key.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping at the top")
+        tree = loaded or {}
+    tree = _deep_merge(tree, _env_overrides(os.environ if environ is None else environ))
+    return _validate(tree).resolved(Path.cwd() if base is None else base)
+
+
+def settings_to_yaml(settings: Settings) -> str:
+    """Render settings as YAML (what ``skystream config`` prints)."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Sinks make products durable (files) and publish their events."""

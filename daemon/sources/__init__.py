@@ -1,0 +1,59 @@
+"""Sources turn the outside world into validated deliveries of ExposureEvents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from daemon.errors import InvalidInput
+from daemon.events import ExposureEvent
+
+__all__ = ["Delivery", "Source"]
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """One exposure handed to the pipeline, with the way to acknowledge it.
+
+    Attributes
+    ----------
+    event : ExposureEvent
+        What to process.
+    source : str
+        Metric label of the source (``directory``, ``batch``).
+    arrived : float
+        ``time.monotonic()`` when the source first saw it (latency starts here).
+    acknowledge : callable
+        Awaited with the outcome (``complete`` or ``quarantined``) and the product path
+        once the outcome is durable; the source then forgets or commits it.
+    problem : InvalidInput or None
+        Set when the source already knows the input is bad (e.g. truncated).
+    """
+
+    event: ExposureEvent
+    source: str
+    arrived: float
+    acknowledge: Callable[[str, str | None], Awaitable[None]]
+    problem: InvalidInput | None = None
+
+
+class Source(Protocol):
+    """What the service needs of a source."""
+
+    name: str
+
+    @property
+    def connected(self) -> bool:
+        """True once the source is running (for /readyz)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin watching or consuming."""
+
+    def deliveries(self) -> AsyncIterator[Delivery]:
+        """Deliveries in arrival order; ends only for finite sources."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop; safe to call twice."""

@@ -1,0 +1,29 @@
+"""Pure numerical processors of skystream: arrays and headers in, arrays and headers out.
+
+Nothing here does I/O, asyncio, networking or metrics; everything is usable from a
+notebook and safe to call from several threads at once.
+"""
+
+from processors._validation import NoValidPixelsError
+from processors._version import __version__
+from processors.background import BackgroundResult, estimate_background
+from processors.dq import DQ, bad_pixel_mask
+from processors.exposure import Exposure
+from processors.model import model_exposure_background
+from processors.simulate import FieldModel, simulate_exposure, simulate_night
+from processors.subtract import subtract_background
+
+__all__ = [
+    "__version__",
+    "Exposure",
+    "DQ",
+    "bad_pixel_mask",
+    "BackgroundResult",
+    "estimate_background",
+    "model_exposure_background",
+    "subtract_background",
+    "NoValidPixelsError",
+    "FieldModel",
+    "simulate_exposure",
+    "simulate_night",
+]

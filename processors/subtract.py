@@ -1,0 +1,144 @@
+"""Background subtraction with the JWST and Liger/IRIS error conventions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from processors._version import __version__
+from processors.background import BackgroundResult
+from processors.exposure import Exposure
+
+__all__ = ["ERROR_MODES", "subtract_background"]
+
+ErrorMode = Literal["quadrature", "jwst"]
+ERROR_MODES: tuple[str, ...] = ("quadrature", "jwst")
+
+# FITS keywords for background parameters (8 characters, one per parameter).
+_PARAM_KEYWORDS = {
+    "engine": ("BKGENGIN", "background engine"),
+    "box_size": ("BKGBOX", "mesh box size (ny, nx)"),
+    "filter_size": ("BKGFILT", "mesh median filter size (ny, nx)"),
+    "sigma_low": ("BKGSIGLO", "lower clipping threshold [sigma]"),
+    "sigma_high": ("BKGSIGHI", "upper clipping threshold [sigma]"),
+    "maxiters": ("BKGMAXIT", "clipping iterations (None: to convergence)"),
+    "estimator": ("BKGESTIM", "per-box background estimator"),
+    "exclude_percentile": ("BKGEXCL", "box exclusion threshold [percent masked]"),
+    "filter_threshold": ("BKGFTHR", "median filter threshold"),
+}
+
+
+def subtract_background(
+    exposure: Exposure,
+    background: np.ndarray | BackgroundResult | Exposure,
+    *,
+    errors: ErrorMode = "quadrature",
+    method: str = "model",
+    level: float | None = None,
+) -> Exposure:
+    """Subtract a 2-D background from an exposure, returning a new exposure.
+
+    SCI becomes ``sci - background`` (a 3-D exposure gets the same 2-D background
+    subtracted from every integration); DQ becomes ``dq | background_dq``; ERR follows
+    ``errors``:
+
+    - ``'jwst'``: unchanged, as the JWST background step does;
+    - ``'quadrature'``: ``sqrt(err**2 + background_err**2)``, as Liger/IRIS does.
+
+    An unknown ERR (``None``) stays unknown in both modes; a background whose error is
+    unknown leaves ERR unchanged and says so in the ``BKGERRMD`` card.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        Science exposure; never modified.
+    background : ndarray, BackgroundResult or Exposure
+        The background: a 2-D array (error unknown), a model from
+        `processors.estimate_background` (error = its `~BackgroundResult.error`), or a
+        combined background exposure (its SCI, ERR and DQ).
+    errors : {'quadrature', 'jwst'}, optional
+        ERR propagation rule; an explicit choice, never mixed.
+    method : str, optional
+        Background method recorded in ``BKGMETH`` (e.g. ``'model'``, ``'stack'``).
+    level : float, optional
+        Scalar level for ``BKGLEVEL``; by default the model's level, or the median of a
+        background array.
+
+    Returns
+    -------
+    Exposure
+        New exposure with ``S_BKDSUB='COMPLETE'``, ``BKGLEVEL``, ``BKGMETH``, ``BKGSUB=T``
+        and provenance cards in its header.
+
+    Raises
+    ------
+    ValueError
+        If ``errors`` is unknown or the background does not match the image shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from processors import Exposure
+    >>> out = subtract_background(Exposure(np.full((2, 2), 10.0)), np.ones((2, 2)))
+    >>> out.sci.tolist(), out.header["S_BKDSUB"]
+    ([[9.0, 9.0], [9.0, 9.0]], 'COMPLETE')
+    """
+    if errors not in ERROR_MODES:
+        raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
+
+    params: Mapping[str, Any] = {}
+    bkg_dq: np.ndarray | None = None
+    if isinstance(background, BackgroundResult):
+        bkg_data, bkg_err = background.background, background.error
+        params = background.params
+        default_level = background.level
+    elif isinstance(background, Exposure):
+        if background.is_cube:
+            raise ValueError(f"background exposure must be 2-D, got shape {background.shape}")
+        bkg_data, bkg_err, bkg_dq = background.sci, background.err, background.dq
+        default_level = float(np.nanmedian(bkg_data))
+    else:
+        bkg_data = np.asarray(background, dtype=np.float32)
+        bkg_err = None
+        default_level = float(np.nanmedian(bkg_data))
+    if bkg_data.shape != exposure.image_shape:
+        raise ValueError(
+            f"background shape {bkg_data.shape} does not match image shape "
+            f"{exposure.image_shape}"
+        )
+
+    sci = (exposure.sci - bkg_data).astype(np.float32, copy=False)
+    dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
+    err = exposure.err
+    err_mode = errors
+    if errors == "quadrature" and err is not None:
+        if bkg_err is None:
+            err_mode = "quadrature (background error unknown: ERR unchanged)"
+        else:
+            err = np.sqrt(np.square(err) + np.square(bkg_err)).astype(np.float32, copy=False)
+    elif err is None:
+        err_mode = f"{errors} (ERR unknown)"
+
+    header = exposure.header.copy()
+    header["S_BKDSUB"] = ("COMPLETE", "background subtraction step")
+    header["BKGLEVEL"] = (float(default_level if level is None else level), "background level")
+    header["BKGSUB"] = (True, "background subtracted from SCI")
+    header["BKGMETH"] = (method, "background method")
+    header["BKGERRMD"] = (err_mode[:68], "ERR propagation rule")
+    header["SKYSTVER"] = (__version__, "skystream version")
+    for name, value in params.items():
+        keyword, comment = _PARAM_KEYWORDS[name]
+        header[keyword] = (_card_value(value), comment)
+    header.add_history(f"skystream {__version__}: background '{method}' subtracted, ERR {errors}")
+    return exposure.with_changes(sci=sci, err=err, dq=dq, header=header)
+
+
+def _card_value(value: Any) -> str | float | int | bool:
+    """FITS-representable form of a parameter value (tuples and None become strings)."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    if value is None:
+        return "None"
+    return str(tuple(value)) if isinstance(value, tuple | list) else str(value)
