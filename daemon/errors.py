@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS", "Retriable"]
 
@@ -17,11 +17,11 @@ QuarantineReason = Literal[
     "unreadable",
     "processing_error",
 ]
-QUARANTINE_REASONS: tuple[str, ...] = QuarantineReason.__args__
+QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
 
 
 class InvalidInput(Exception):
-    """This exposure can never be processed: quarantine it with the reason and go on.
+    """An exposure that can never be processed: quarantine it with the reason, go on.
 
     Parameters
     ----------

@@ -16,8 +16,10 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fts")
 
 
 def exposure_id_from_path(path: Path) -> str:
-    """The exposure id of a file: its name without the FITS suffix (control characters
-    replaced by ``_``)."""
+    """The exposure id of a file: its name without the FITS suffix.
+
+    Control characters, which no id may hold, become ``_``.
+    """
     name = re.sub(r"[\x00-\x1f]", "_", path.name)
     for suffix in _FITS_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -35,9 +37,7 @@ class ExposureEvent(_Event):
     schema_id: Literal["skystream.exposure/1"] = Field(
         "skystream.exposure/1", alias="schema", description="Schema name and version."
     )
-    exposure_id: str = Field(
-        min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f]+$"
-    )
+    exposure_id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f]+$")
     uri: str = Field(min_length=1, max_length=4096, description="File path or file:// URI.")
     kind: Literal["science", "background"] = "science"
     stack_key: str | None = None

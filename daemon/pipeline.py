@@ -215,15 +215,22 @@ class Pipeline:
     async def _write_with_retry(
         self, product: Exposure, summary: ProductEvent, timings: dict[str, float]
     ) -> Path:
-        """Write, retrying with jittered backoff: a full, read-only or unwritable output
-        folder is for an operator to fix, and nothing is acknowledged meanwhile.
+        """Write, retrying with jittered backoff until it succeeds or the service stops.
+
+        A full, read-only or unwritable output folder is for an operator to fix; nothing
+        is acknowledged meanwhile.
         """
         delay = 0.5
         while True:
             try:
                 return await self._stage("write", timings, self._sink.write, product, summary)
             except OSError as exc:
-                log.error("cannot write %s (%s); retrying in %.1f s", summary.product_uri,
-                          exc.strerror, delay)  # fmt: skip
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+                # The cause is in the message; a traceback per retry would drown the log.
+                log.error(  # noqa: TRY400
+                    "cannot write %s (%s); retrying in %.1f s",
+                    summary.product_uri,
+                    exc.strerror,
+                    delay,
+                )
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)

@@ -136,9 +136,7 @@ class BackgroundSettings(_Section):
         "the pixel (Liger/IRIS); '~DO_NOT_USE+NON_SCIENCE' = only those exclude; null = "
         "DQ unused.",
     )
-    errors: str = Field(
-        "quadrature", description=f"ERR propagation, one of {ERROR_MODES}."
-    )
+    errors: str = Field("quadrature", description=f"ERR propagation, one of {ERROR_MODES}.")
 
     @field_validator("engine")
     @classmethod
@@ -184,7 +182,7 @@ class MetricsSettings(_Section):
     """Prometheus metrics and health endpoints."""
 
     enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
-    host: str = Field("0.0.0.0", description="Listen address.")  # noqa: S104 (pod port)
+    host: str = Field("0.0.0.0", description="Listen address.")
     port: int = Field(9108, ge=0, le=65535, description="Listen port; 0 picks a free one.")
 
 

@@ -42,7 +42,7 @@ class Exposure:
 
     sci: np.ndarray
     err: np.ndarray | None = None
-    dq: np.ndarray | None = None
+    dq: np.ndarray = None  # type: ignore[assignment]  # zeros of sci's shape after init
     header: Header = field(default_factory=Header)
     wcs: WCS | None = None
 
@@ -53,10 +53,11 @@ class Exposure:
         err = None if self.err is None else np.asarray(self.err, dtype=np.float32)
         if err is not None and err.shape != sci.shape:
             raise ValueError(f"err shape {err.shape} does not match sci shape {sci.shape}")
-        if self.dq is None:
+        given_dq: np.ndarray | None = self.dq
+        if given_dq is None:
             dq = np.zeros(sci.shape, dtype=np.uint32)
         else:
-            dq = np.asarray(self.dq)
+            dq = np.asarray(given_dq)
             if dq.shape != sci.shape:
                 raise ValueError(f"dq shape {dq.shape} does not match sci shape {sci.shape}")
             if not np.issubdtype(dq.dtype, np.integer):

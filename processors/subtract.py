@@ -89,6 +89,7 @@ def subtract_background(
         raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
 
     params: Mapping[str, Any] = {}
+    bkg_err: np.ndarray | None
     bkg_dq: np.ndarray | None = None
     if isinstance(background, BackgroundResult):
         bkg_data, bkg_err = background.background, background.error
@@ -105,14 +106,13 @@ def subtract_background(
         default_level = float(np.nanmedian(bkg_data))
     if bkg_data.shape != exposure.image_shape:
         raise ValueError(
-            f"background shape {bkg_data.shape} does not match image shape "
-            f"{exposure.image_shape}"
+            f"background shape {bkg_data.shape} does not match image shape {exposure.image_shape}"
         )
 
     sci = (exposure.sci - bkg_data).astype(np.float32, copy=False)
     dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
     err = exposure.err
-    err_mode = errors
+    err_mode: str = errors
     if errors == "quadrature" and err is not None:
         if bkg_err is None:
             err_mode = "quadrature (background error unknown: ERR unchanged)"

@@ -41,7 +41,9 @@ class BatchSource:
         """Each file once."""
         for path in self._paths:
 
-            async def acknowledge(outcome: str, _product: str | None, key: str = str(path)) -> None:
+            async def acknowledge(
+                outcome: str, _product: str | None, key: str = str(path)
+            ) -> None:
                 self.outcomes[key] = outcome
 
             yield Delivery(

@@ -74,9 +74,7 @@ class _Hints(FileSystemEventHandler):
             path, writer_done = event.src_path, isinstance(event, FileClosedEvent)
         if event.event_type in ("deleted", "closed_no_write", "opened"):
             return
-        self._loop.call_soon_threadsafe(
-            self._source.hint, os.fsdecode(path), writer_done
-        )
+        self._loop.call_soon_threadsafe(self._source.hint, os.fsdecode(path), writer_done)
 
 
 class DirectorySource:
@@ -218,7 +216,7 @@ class DirectorySource:
             try:
                 found = await asyncio.to_thread(self._scan)
             except OSError as exc:
-                log.error("cannot scan %s: %s", self._folder, exc)
+                log.error("cannot scan %s: %s", self._folder, exc)  # noqa: TRY400 (no trace)
                 found = []
             for path in found:
                 self.hint(path, False)
@@ -246,7 +244,8 @@ class DirectorySource:
             try:
                 state, detail = check_fits_complete(Path(path))
             except OSError as exc:
-                state, detail = "unreadable", exc.strerror or str(exc)
+                looks.append(_Look(path, state="unreadable", detail=exc.strerror or str(exc)))
+                continue
             looks.append(_Look(path, info.st_size, info.st_mtime_ns, state, detail))
         return looks
 
@@ -289,10 +288,7 @@ class DirectorySource:
             problem = InvalidInput("not_fits", f"{Path(look.path).name}: {look.detail}")
         elif look.state == "unreadable" and stable >= self._settings.settle_seconds:
             problem = InvalidInput("unreadable", f"{Path(look.path).name}: {look.detail}")
-        elif (
-            look.state == "incomplete"
-            and stable >= self._settings.incomplete_timeout_seconds
-        ):
+        elif look.state == "incomplete" and stable >= self._settings.incomplete_timeout_seconds:
             problem = InvalidInput(
                 "truncated",
                 f"{Path(look.path).name}: still incomplete after "

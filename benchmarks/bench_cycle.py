@@ -1,0 +1,65 @@
+"""Per-exposure cycle (read -> background -> subtract -> write) at 1k, 2k and 4k."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import median_seconds, photutils_reference
+
+from daemon.fits_io import read_exposure, write_exposure
+from processors import model_exposure_background, simulate_exposure, subtract_background
+
+
+def _stages(source, exposure, model, product, target) -> dict:
+    return {
+        "read": lambda: read_exposure(source),
+        "background": lambda: model_exposure_background(exposure),
+        "subtract": lambda: subtract_background(exposure, model),
+        "write": lambda: write_exposure(product, target),
+    }
+
+
+def _cycle(source: Path, target: Path) -> None:
+    exposure = read_exposure(source)
+    write_exposure(subtract_background(exposure, model_exposure_background(exposure)), target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(
+        "| size | read | background | subtract | write | cycle | photutils Background2D "
+        "| cycle / photutils |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        for size in args.sizes:
+            source = folder / f"in_{size}.fits"
+            write_exposure(simulate_exposure(0, size=size, seed=1), source, fsync=False)
+            exposure = read_exposure(source)
+            model = model_exposure_background(exposure)
+            product = subtract_background(exposure, model)
+            target = folder / f"out_{size}.fits"
+            stages = _stages(source, exposure, model, product, target)
+            seconds = {name: median_seconds(f, args.repeats) for name, f in stages.items()}
+            total = median_seconds(functools.partial(_cycle, source, target), args.repeats)
+            reference = median_seconds(photutils_reference(exposure), args.repeats)
+            print(
+                f"| {size}² | {seconds['read']:.3f} s | {seconds['background']:.3f} s "
+                f"| {seconds['subtract']:.3f} s | {seconds['write']:.3f} s | {total:.3f} s "
+                f"| {reference:.3f} s | {total / reference:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

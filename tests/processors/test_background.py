@@ -1,0 +1,196 @@
+"""Background model: photutils reference, photutils test cases, simulator truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import SigmaClip
+from photutils.background import Background2D, BiweightLocationBackground, MeanBackground
+
+from processors import (
+    NoValidPixelsError,
+    bad_pixel_mask,
+    estimate_background,
+    model_exposure_background,
+    simulate_exposure,
+)
+
+
+def test_matches_photutils_background2d_with_same_parameters(rng: np.random.Generator) -> None:
+    data = (100 + rng.normal(0, 5, (300, 420))).astype(np.float32)
+    data[50:60, 70:90] += 1000  # a bright source
+    mask = np.zeros(data.shape, bool)
+    mask[200:240, 10:50] = True
+    data[mask] = np.nan  # masked pixels are non-finite too: both paths must ignore them
+    ours = estimate_background(
+        data, mask=mask, box_size=(50, 64), filter_size=5, sigma_low=2.5, sigma_high=3.5,
+        maxiters=5, estimator="biweight",
+    )  # fmt: skip
+    ref = Background2D(
+        data, (50, 64), mask=mask | ~np.isfinite(data), filter_size=5,
+        sigma_clip=SigmaClip(sigma_lower=2.5, sigma_upper=3.5, maxiters=5),
+        bkg_estimator=BiweightLocationBackground(sigma_clip=None),
+    )  # fmt: skip
+    # photutils computes in float64; skystream stores float32 maps.
+    np.testing.assert_allclose(ours.background, ref.background, rtol=1e-6)
+    np.testing.assert_allclose(ours.rms, ref.background_rms, rtol=1e-6)
+    assert ours.level == pytest.approx(float(ref.background_median))
+    assert ours.background.dtype == np.float32
+
+
+def test_recovers_simulated_sky_within_a_fraction_of_the_noise() -> None:
+    exposure = simulate_exposure(3, size=512, seed=11)
+    h = exposure.header
+    ny, nx = exposure.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    truth = h["TRUESKY"] + h["TRUEGX"] * (xx - (nx - 1) / 2) + h["TRUEGY"] * (yy - (ny - 1) / 2)
+    result = model_exposure_background(exposure, box_size=64)
+    residual = result.background - truth
+    assert np.median(np.abs(residual)) < 0.05 * h["TRUENOIS"]
+    assert abs(result.level - h["TRUESKY"]) < 0.05 * h["TRUENOIS"]
+    assert result.rms_level == pytest.approx(h["TRUENOIS"], rel=0.1)
+
+
+# Cases ported from photutils/background/tests/test_background_2d.py (ALGORITHMS.md §3.5).
+
+
+@pytest.mark.parametrize("filter_size", [1, 3])
+def test_constant_image(filter_size: int) -> None:
+    result = estimate_background(np.ones((100, 100)), box_size=25, filter_size=filter_size)
+    np.testing.assert_allclose(result.background, 1.0)
+    np.testing.assert_allclose(result.rms, 0.0)
+    assert result.level == 1.0
+
+
+@pytest.mark.parametrize("dtype", [int, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("box", [(25, 25), (23, 22)])
+def test_dtypes_and_boxes_that_do_not_divide(dtype: type, box: tuple[int, int]) -> None:
+    result = estimate_background(np.ones((100, 100), dtype=dtype), box_size=box)
+    assert np.issubdtype(result.background.dtype, np.floating)
+    np.testing.assert_allclose(result.background, 1.0, rtol=1e-5)
+
+
+def test_box_of_one_pixel_reproduces_the_data() -> None:
+    data = np.arange(12.0).reshape(3, 4)
+    result = estimate_background(data, box_size=1, filter_size=1, exclude_percentile=100)
+    np.testing.assert_allclose(result.background, data, atol=0.005)
+    assert result.level == 5.5
+
+
+def test_masked_block_is_ignored() -> None:
+    data = np.ones((100, 100))
+    data[25:50, 25:50] = 100.0
+    mask = np.zeros(data.shape, bool)
+    mask[25:50, 25:50] = True
+    result = estimate_background(data, mask=mask, box_size=(23, 22), estimator="mean")
+    np.testing.assert_allclose(result.background, 1.0, rtol=2e-5)
+
+
+def test_unmasked_block_raises_its_box_with_filter_off() -> None:
+    data = np.ones((100, 100))
+    data[25:50, 50:75] = 10.0
+    result = estimate_background(data, box_size=25, filter_size=1, estimator="mean")
+    assert result.background[37, 62] == pytest.approx(10.0)
+    assert result.background[10, 10] == pytest.approx(1.0)
+
+
+def test_filter_threshold_keeps_cells_below_it() -> None:
+    data = np.ones((100, 100))
+    data[25:50, 50:75] = 10.0
+    filtered = estimate_background(data, box_size=25, filter_size=3, filter_threshold=9)
+    kept = estimate_background(data, box_size=25, filter_size=3, filter_threshold=11)
+    assert filtered.background[37, 62] == pytest.approx(1.0)
+    assert kept.background[37, 62] == pytest.approx(10.0)
+
+
+def test_integer_input_is_not_truncated() -> None:
+    data = np.array([[1, 2], [1, 2]])
+    result = estimate_background(data, box_size=2, filter_size=1, estimator="mean", maxiters=1)
+    assert result.level == 1.5
+
+
+def test_non_finite_pixels_are_excluded_without_warnings() -> None:
+    data = np.full((100, 100), 4.0)
+    data[:50, :50] = np.nan
+    data[70, 70] = np.inf
+    result = estimate_background(data, box_size=25)
+    np.testing.assert_allclose(result.background, 4.0)
+
+
+def test_box_larger_than_image_is_clamped() -> None:
+    result = estimate_background(np.full((40, 30), 2.0), box_size=64)
+    assert result.params["box_size"] == (40, 30)
+    np.testing.assert_allclose(result.background, 2.0)
+
+
+def test_all_masked_raises_no_valid_pixels() -> None:
+    with pytest.raises(NoValidPixelsError, match="no unmasked finite pixels"):
+        estimate_background(np.full((50, 50), np.nan), box_size=25)
+    with pytest.raises(NoValidPixelsError):
+        estimate_background(np.ones((50, 50)), mask=np.ones((50, 50), bool), box_size=25)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"box_size": 0}, "box_size must be positive"),
+        ({"box_size": (1, 2, 3)}, "box_size must be one or two integers"),
+        ({"filter_size": 2}, "filter_size must be odd"),
+        ({"estimator": "magic"}, "estimator must be one of"),
+        ({"engine": "gpu"}, "engine must be one of"),
+        ({"exclude_percentile": 120}, "exclude_percentile must be in"),
+        ({"sigma_low": 0}, "sigma_low and sigma_high must be positive"),
+        ({"maxiters": 0}, "maxiters must be >= 1"),
+        ({"mask": np.zeros((3, 3), bool)}, "mask shape"),
+    ],
+)
+def test_invalid_parameters_name_themselves(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        estimate_background(np.ones((50, 50)), **kwargs)
+
+
+def test_rejects_non_image_input() -> None:
+    with pytest.raises(ValueError, match="data must be a 2-D image"):
+        estimate_background(np.ones((2, 5, 5)))
+
+
+def test_real_spitzer_image(spitzer_path) -> None:
+    data = fits.getdata(spitzer_path).astype(np.float32)
+    # Diffuse emission makes clipping reject ~17 % of each box: with photutils' default
+    # exclude_percentile=10 every box is excluded, so real-sky users raise it.
+    with pytest.raises(NoValidPixelsError, match="All boxes"):
+        estimate_background(data, box_size=64)
+    result = estimate_background(data, box_size=64, exclude_percentile=50)
+    ref = Background2D(data, 64, mask=~np.isfinite(data), exclude_percentile=50)
+    np.testing.assert_allclose(result.background, ref.background, rtol=1e-6)
+    assert np.isfinite(result.background).all()
+
+
+def test_cube_uses_median_of_good_integrations() -> None:
+    cube = simulate_exposure(1, size=128, seed=3, nints=3)
+    result = model_exposure_background(cube, box_size=32)
+    bad = bad_pixel_mask(cube.dq, 0)
+    planes = np.where(bad, np.nan, cube.sci)
+    never = bad.all(axis=0)
+    planes[:, never] = 0
+    image = np.nanmedian(planes, axis=0)
+    expected = estimate_background(image.astype(np.float32), mask=never, box_size=32)
+    np.testing.assert_array_equal(result.background, expected.background)
+    assert abs(result.level - cube.header["TRUESKY"]) < 0.1 * cube.header["TRUENOIS"]
+
+
+def test_error_is_rms_over_root_n() -> None:
+    result = estimate_background(
+        np.random.default_rng(0).normal(10, 2, (100, 100)), box_size=25, estimator="mean"
+    )
+    assert result.error_scale == pytest.approx(1 / np.sqrt(625), rel=0.01)
+    np.testing.assert_allclose(result.error, result.rms * result.error_scale, rtol=1e-6)
+
+
+def test_mean_estimator_ignores_masked_outliers_like_photutils() -> None:
+    data = np.ones((100, 100))
+    data[25:50, 25:50] = 100.0
+    ours = estimate_background(data, box_size=25, estimator="mean", filter_size=1)
+    ref = Background2D(data, 25, filter_size=1, bkg_estimator=MeanBackground(sigma_clip=None))
+    np.testing.assert_allclose(ours.background, ref.background)
