@@ -89,7 +89,11 @@ class Pipeline:
             "estimator": bkg.estimator,
             "exclude_percentile": bkg.exclude_percentile,
             "filter_threshold": bkg.filter_threshold,
+            "cenfunc": bkg.cenfunc,
             "engine": bkg.engine,
+            "bin_size": bkg.bin_size,
+            "order": bkg.order,
+            "weighting": bkg.weighting,
         }
 
     async def _in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -22,6 +22,7 @@ from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
 from daemon.sources import Source
 from daemon.sources.directory import DirectorySource
+from processors import warm_up
 
 __all__ = ["Service"]
 
@@ -81,7 +82,7 @@ class Service:
         """Whether the service can take work, and if not, why."""
         reasons = []
         if not self._started.is_set():
-            reasons.append("starting")
+            reasons.append("starting (warming up the numerical kernels)")
         if self.source is None or not self.source.connected:
             reasons.append("source not connected")
         if self.lanes is not None and self.lanes.saturated:
@@ -127,6 +128,9 @@ class Service:
         try:
             if self.health is not None:
                 await self.health.start()
+            # Compile (or load) the numerical kernels before taking work; /healthz answers
+            # meanwhile and /readyz says why it is not ready.
+            await asyncio.to_thread(warm_up)
             await self.source.start()
             self._started.set()
             dispatcher = asyncio.create_task(

@@ -117,12 +117,13 @@ class BackgroundSettings(_Section):
     """The background model subtracted from each exposure."""
 
     method: Literal["model"] = Field("model", description="Background method.")
-    engine: str = Field("photutils", description=f"Background engine, one of {ENGINES}.")
+    engine: str = Field("fast", description=f"Background engine, one of {ENGINES}.")
     box_size: int | tuple[int, int] = Field(64, description="Mesh box size in pixels.")
     filter_size: int | tuple[int, int] = Field(3, description="Odd median filter size.")
     sigma_low: float = Field(3.0, gt=0, description="Lower clipping threshold [sigma].")
     sigma_high: float = Field(3.0, gt=0, description="Upper clipping threshold [sigma].")
     maxiters: int | None = Field(10, ge=1, description="Clipping iterations; null: converge.")
+    cenfunc: Literal["median", "mean"] = Field("median", description="Clipping centre.")
     estimator: str = Field("sextractor", description=f"Per-box estimator, one of {ESTIMATORS}.")
     exclude_percentile: float = Field(
         10.0, ge=0, le=100, description="Exclude boxes with more than this % bad pixels."
@@ -137,6 +138,9 @@ class BackgroundSettings(_Section):
         "DQ unused.",
     )
     errors: str = Field("quadrature", description=f"ERR propagation, one of {ERROR_MODES}.")
+    bin_size: int = Field(128, ge=1, description="lsst engine: superpixel size in pixels.")
+    order: int = Field(6, ge=0, description="lsst engine: Chebyshev order (reduced if needed).")
+    weighting: bool = Field(True, description="lsst engine: inverse-variance weighted fit.")
 
     @field_validator("engine")
     @classmethod

@@ -6,7 +6,7 @@ notebook and safe to call from several threads at once.
 
 from processors._validation import NoValidPixelsError
 from processors._version import __version__
-from processors.background import BackgroundResult, estimate_background
+from processors.background import BackgroundResult, estimate_background, warm_up
 from processors.dq import DQ, bad_pixel_mask
 from processors.exposure import Exposure
 from processors.model import model_exposure_background
@@ -20,6 +20,7 @@ __all__ = [
     "bad_pixel_mask",
     "BackgroundResult",
     "estimate_background",
+    "warm_up",
     "model_exposure_background",
     "subtract_background",
     "NoValidPixelsError",

@@ -36,9 +36,9 @@ def model_exposure_background(
     BackgroundResult
         The model, to be subtracted from every integration.
     """
-    bad = bad_pixel_mask(exposure.dq, dqbits) | ~np.isfinite(exposure.sci)
     if not exposure.is_cube:
-        return estimate_background(exposure.sci, mask=bad, **params)
+        return estimate_background(exposure.sci, dq=exposure.dq, dqbits=dqbits, **params)
+    bad = bad_pixel_mask(exposure.dq, dqbits) | ~np.isfinite(exposure.sci)
     never_good = bad.all(axis=0)
     # A column bad in every integration is filled (then masked) so that nanmedian never
     # meets an all-NaN slice, which would warn from inside a worker thread.

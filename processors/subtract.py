@@ -19,6 +19,10 @@ ERROR_MODES: tuple[str, ...] = ("quadrature", "jwst")
 # FITS keywords for background parameters (8 characters, one per parameter).
 _PARAM_KEYWORDS = {
     "engine": ("BKGENGIN", "background engine"),
+    "cenfunc": ("BKGCENTR", "clipping centre"),
+    "bin_size": ("BKGBIN", "superpixel size (lsst engine)"),
+    "order": ("BKGORDER", "Chebyshev order (lsst engine)"),
+    "weighting": ("BKGWEIGH", "inverse-variance weighted fit (lsst engine)"),
     "box_size": ("BKGBOX", "mesh box size (ny, nx)"),
     "filter_size": ("BKGFILT", "mesh median filter size (ny, nx)"),
     "sigma_low": ("BKGSIGLO", "lower clipping threshold [sigma]"),

@@ -66,7 +66,7 @@ def test_quadrature_with_a_model_uses_its_estimate_error() -> None:
     np.testing.assert_allclose(out.err, np.sqrt(9.0 + model.error**2), rtol=1e-6)
     assert out.header["BKGLEVEL"] == pytest.approx(model.level)
     assert out.header["BKGBOX"] == "(5, 5)"
-    assert out.header["BKGENGIN"] == "photutils"
+    assert out.header["BKGENGIN"] == "fast"
 
 
 def test_unknown_err_stays_unknown() -> None:

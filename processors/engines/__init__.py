@@ -1,0 +1,40 @@
+"""Background engines: interchangeable implementations behind `processors.estimate_background`.
+
+Each engine turns an image plus its bad-pixel flags into an `EngineOutput`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EngineOutput"]
+
+
+@dataclass(frozen=True, eq=False)
+class EngineOutput:
+    """What an engine hands back.
+
+    Attributes
+    ----------
+    background : ndarray
+        Full-resolution background map (float32).
+    rms_map : callable
+        Computes the full-resolution RMS map on demand (it costs as much as the map).
+    mesh, rms_mesh : ndarray
+        Low-resolution background and RMS statistics, after fill and filter.
+    ngood : ndarray
+        Good pixels per mesh cell after clipping.
+    params : dict
+        Engine-specific parameters actually used (e.g. a reduced polynomial order).
+    """
+
+    background: np.ndarray
+    rms_map: Callable[[], np.ndarray]
+    mesh: np.ndarray
+    rms_mesh: np.ndarray
+    ngood: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
