@@ -6,13 +6,15 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.ndimage import zoom
+from scipy.ndimage import spline_filter1d, zoom
 from scipy.spatial import cKDTree
 
-__all__ = ["fill_excluded", "median_filter_mesh", "upsample", "upsampling_matrix"]
+from processors.engines._spline_kernel import spline_rows
 
-# Weights this small only cost time: float32 products of them underflow to denormals,
-# which made one case 20x slower.
+__all__ = ["fill_excluded", "median_filter_mesh", "spline_factors", "upsample"]
+
+# Spline weights this small only cost time (float32 products of them underflow to
+# denormals, which made one case 20x slower) and change nothing.
 _FLUSH_BELOW = 1e-9
 
 
@@ -69,33 +71,55 @@ def median_filter_mesh(
     return np.where(replace, filtered, mesh), np.where(replace, filtered_rms, rms)
 
 
-@lru_cache(maxsize=64)
-def upsampling_matrix(n_cells: int, box: int, n_out: int) -> np.ndarray:
-    """The (n_out, n_cells) matrix of photutils' cubic mesh zoom along one axis.
+def _bspline_basis(n_cells: int, box: int, n_out: int) -> np.ndarray:
+    """(n_out, n_cells): the cubic B-spline of each unit coefficient, zoomed without prefilter."""
+    return np.stack(
+        [zoom(unit, box, order=3, mode="reflect", grid_mode=True, prefilter=False)
+         for unit in np.eye(n_cells)],
+        axis=1,
+    )[:n_out]  # fmt: skip
 
-    ``scipy.ndimage.zoom(mesh, box, order=3, mode='reflect', grid_mode=True)`` is linear
-    and separable, so zooming the identity gives its matrix; the rows are cropped to the
-    image size. Read-only and cached (safe to share between threads).
+
+@lru_cache(maxsize=64)
+def spline_factors(
+    n_cells: int, box: int, n_out: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Factors of photutils' cubic mesh zoom along one axis.
+
+    ``scipy.ndimage.zoom(mesh, box, order=3, mode='reflect', grid_mode=True)`` is linear:
+    scipy's spline prefilter of the mesh (a dense ``(n_cells, n_cells)`` matrix; its
+    boundary handling is scipy's own, which is why it is taken from scipy rather than
+    inverted), then a B-spline evaluation that mixes at most four coefficients per output
+    sample. Returns the prefilter and, per output sample (cropped to ``n_out``), the four
+    coefficient indices and weights. Read-only and cached (safe to share between threads).
     """
-    identity = np.eye(n_cells)
-    matrix = zoom(identity, (box, 1), order=3, mode="reflect", grid_mode=True)[:n_out]
-    matrix[np.abs(matrix) < _FLUSH_BELOW] = 0.0
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    matrix.flags.writeable = False
-    return matrix
+    prefilter = spline_filter1d(np.eye(n_cells), order=3, axis=0, mode="reflect")
+    basis = _bspline_basis(n_cells, box, n_out)
+    basis[np.abs(basis) < _FLUSH_BELOW] = 0.0
+    if n_cells < 4:  # the kernel always reads four taps: pad with zero-weight columns
+        basis = np.pad(basis, ((0, 0), (0, 4 - n_cells)))
+    order = np.argsort(basis == 0.0, axis=1, kind="stable")[:, :4]  # nonzero columns first
+    weights = np.ascontiguousarray(np.take_along_axis(basis, order, axis=1), dtype=np.float32)
+    taps = np.where(weights != 0.0, order, 0).astype(np.int64)
+    for array in (prefilter, taps, weights):
+        array.flags.writeable = False
+    return prefilter, taps, weights
 
 
 def upsample(mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Cubic-spline upsampling of a mesh to ``shape`` as two small matrix products.
+    """Cubic-spline upsampling of a mesh to ``shape``, equal to photutils' ``zoom``.
 
-    Equal to photutils' ``zoom`` interpolation: cubic B-spline, reflect boundary, mesh
-    samples at box centres, result cropped to ``shape`` and clipped to the mesh range.
+    Cubic B-spline, reflect boundary, mesh samples at box centres, cropped to ``shape``
+    and clipped to the mesh range. The prefilter acts on the small mesh; the four-tap
+    evaluation runs in a compiled, GIL-free kernel that also clips.
     """
     low, high = float(np.min(mesh)), float(np.max(mesh))
     if low == high:
         return np.full(shape, low, dtype=np.float32)
-    rows = upsampling_matrix(mesh.shape[0], box[0], shape[0])
-    cols = upsampling_matrix(mesh.shape[1], box[1], shape[1])
-    # (ny x my) @ ((my x mx) @ (mx x nx)): the small product first.
-    out = rows @ (mesh.astype(np.float32) @ cols.T)
-    return np.clip(out, low, high, out=out)
+    prefilter_y, taps_y, weights_y = spline_factors(mesh.shape[0], box[0], shape[0])
+    prefilter_x, taps_x, weights_x = spline_factors(mesh.shape[1], box[1], shape[1])
+    coefficients = prefilter_y @ mesh @ prefilter_x.T
+    # Along x for every coefficient row: (my, nx, 4) taps weighted and summed.
+    rows = np.einsum("mjk,jk->mj", coefficients[:, taps_x], weights_x, dtype=np.float64)
+    out = np.empty(shape, dtype=np.float32)
+    return spline_rows(rows.astype(np.float32), taps_y, weights_y, low, high, out)

@@ -101,11 +101,16 @@ def test_partial_edge_boxes_are_used() -> None:
     np.testing.assert_allclose(fast.mesh[:, -1], 9.0)
 
 
-def test_upsampling_matrices_reproduce_scipy_zoom() -> None:
-    mesh = np.random.default_rng(2).normal(100, 3, (7, 9))
-    expected = zoom(mesh, (16, 12), order=3, mode="reflect", grid_mode=True)[:100, :101]
+@pytest.mark.parametrize(
+    ("mesh_shape", "box", "shape"),
+    [((7, 9), (16, 12), (100, 101)), ((1, 3), (8, 8), (8, 20)), ((2, 3), (5, 7), (10, 21)),
+     ((64, 64), (64, 64), (4096, 4096)), ((3, 40), (2, 2), (6, 80))],
+)  # fmt: skip
+def test_upsampling_reproduces_photutils_zoom(mesh_shape, box, shape) -> None:
+    mesh = np.random.default_rng(2).normal(100, 3, mesh_shape)
+    expected = zoom(mesh, box, order=3, mode="reflect", grid_mode=True)[: shape[0], : shape[1]]
     expected = np.clip(expected, mesh.min(), mesh.max())
-    np.testing.assert_allclose(upsample(mesh, (16, 12), (100, 101)), expected, atol=1e-4)
+    np.testing.assert_allclose(upsample(mesh, box, shape), expected, atol=1e-4)
 
 
 # -- estimator cases ported from photutils/background/tests/test_core.py -------------------
