@@ -71,7 +71,9 @@ class BackgroundResult:
         This, not `rms`, is what adds in quadrature to the science ERR on subtraction:
         the sky noise is already in the science pixels.
         """
-        return (self.rms * np.float32(self.error_scale)).astype(np.float32, copy=False)
+        rms = np.asarray(self.rms, dtype=np.float32)  # a fresh map on every access
+        rms *= np.float32(self.error_scale)
+        return rms
 
 
 @lru_cache(maxsize=32)

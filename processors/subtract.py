@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -92,38 +92,26 @@ def subtract_background(
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
 
-    params: Mapping[str, Any] = {}
-    bkg_err: np.ndarray | None
-    bkg_dq: np.ndarray | None = None
-    if isinstance(background, BackgroundResult):
-        bkg_data, bkg_err = background.background, background.error
-        params = background.params
-        default_level = background.level
-    elif isinstance(background, Exposure):
-        if background.is_cube:
-            raise ValueError(f"background exposure must be 2-D, got shape {background.shape}")
-        bkg_data, bkg_err, bkg_dq = background.sci, background.err, background.dq
-        default_level = float(np.nanmedian(bkg_data))
-    else:
-        bkg_data = np.asarray(background, dtype=np.float32)
-        bkg_err = None
-        default_level = float(np.nanmedian(bkg_data))
+    bkg_data, bkg_error, bkg_dq, default_level, params = _parts(background)
     if bkg_data.shape != exposure.image_shape:
         raise ValueError(
             f"background shape {bkg_data.shape} does not match image shape {exposure.image_shape}"
         )
 
-    sci = (exposure.sci - bkg_data).astype(np.float32, copy=False)
+    sci = np.subtract(exposure.sci, bkg_data, dtype=np.float32)
     dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
     err = exposure.err
     err_mode: str = errors
-    if errors == "quadrature" and err is not None:
-        if bkg_err is None:
+    if err is None:
+        err_mode = f"{errors} (ERR unknown)"
+    elif errors == "quadrature":
+        extra = bkg_error()
+        if extra is None:
             err_mode = "quadrature (background error unknown: ERR unchanged)"
         else:
-            err = np.sqrt(np.square(err) + np.square(bkg_err)).astype(np.float32, copy=False)
-    elif err is None:
-        err_mode = f"{errors} (ERR unknown)"
+            combined = np.square(err, dtype=np.float32)
+            combined += np.square(extra, dtype=np.float32)
+            err = np.sqrt(combined, out=combined)
 
     header = exposure.header.copy()
     header["S_BKDSUB"] = ("COMPLETE", "background subtraction step")
@@ -137,6 +125,32 @@ def subtract_background(
         header[keyword] = (_card_value(value), comment)
     header.add_history(f"skystream {__version__}: background '{method}' subtracted, ERR {errors}")
     return exposure.with_changes(sci=sci, err=err, dq=dq, header=header)
+
+
+def _parts(
+    background: np.ndarray | BackgroundResult | Exposure,
+) -> tuple[np.ndarray, Callable[[], np.ndarray | None], np.ndarray | None, float, Mapping]:
+    """Data, error (computed only if asked for), DQ, level and parameters of a background."""
+    if isinstance(background, BackgroundResult):
+        return (
+            background.background,
+            lambda: background.error,
+            None,
+            background.level,
+            background.params,
+        )
+    if isinstance(background, Exposure):
+        if background.is_cube:
+            raise ValueError(f"background exposure must be 2-D, got shape {background.shape}")
+        return (
+            background.sci,
+            lambda: background.err,
+            background.dq,
+            float(np.nanmedian(background.sci)),
+            {},
+        )
+    data = np.asarray(background, dtype=np.float32)
+    return data, lambda: None, None, float(np.nanmedian(data)), {}
 
 
 def _card_value(value: Any) -> str | float | int | bool:
