@@ -1,0 +1,187 @@
+"""Combining background exposures: the JWST background average and robust alternatives."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from processors.engines._combine_kernel import COMBINE_CODES, JWST, combine_pixels
+from processors.exposure import Exposure
+
+__all__ = ["COMBINES", "collapse_integrations", "combine_backgrounds"]
+
+Combine = Literal["jwst", "median", "biweight", "error-clip"]
+COMBINES: tuple[str, ...] = tuple(COMBINE_CODES)
+_UNBOUNDED = 1_000_000
+
+
+def _iterations(maxiters: int | None) -> int:
+    if maxiters is not None and maxiters < 1:
+        raise ValueError(f"maxiters must be >= 1 or None, got {maxiters}")
+    return _UNBOUNDED if maxiters is None else int(maxiters)
+
+
+def _run(
+    data: np.ndarray,
+    err2: np.ndarray | None,
+    dq: np.ndarray | None,
+    *,
+    method: int,
+    sigma: float,
+    maxiters: int,
+    k_err: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Combine ``(N, ...)`` planes pixel by pixel; returns value, variance, DQ, count."""
+    n, shape = data.shape[0], data.shape[1:]
+    flat = np.ascontiguousarray(data.reshape(n, -1), dtype=np.float32)
+    pixels = flat.shape[1]
+    var = (
+        np.empty((0, pixels), np.float32)
+        if err2 is None
+        else np.ascontiguousarray(err2.reshape(n, -1), dtype=np.float32)
+    )
+    flags = (
+        np.empty((0, pixels), np.uint32)
+        if dq is None
+        else np.ascontiguousarray(dq.reshape(n, -1), dtype=np.uint32)
+    )
+    out = np.empty(pixels, np.float32)
+    out_var = np.empty(pixels, np.float32)
+    out_dq = np.empty(pixels, np.uint32)
+    out_n = np.empty(pixels, np.int32)
+    combine_pixels(flat, var, flags, method, sigma, sigma, maxiters, k_err, out, out_var,
+                   out_dq, out_n)  # fmt: skip
+    return (
+        out.reshape(shape),
+        out_var.reshape(shape),
+        out_dq.reshape(shape),
+        out_n.reshape(shape),
+    )
+
+
+def collapse_integrations(
+    data: np.ndarray,
+    err: np.ndarray | None = None,
+    dq: np.ndarray | None = None,
+    *,
+    sigma: float = 3.0,
+    maxiters: int | None = None,
+) -> Exposure:
+    """Average the integrations of one 3-D background as the JWST rateints path does.
+
+    SCI: sigma-clipped mean over integrations; ERR: the variance ``err**2`` is clipped
+    independently and its clipped mean taken (a mean variance, as JWST does), so ERR is
+    its square root; DQ: OR over integrations.
+    """
+    iterations = _iterations(maxiters)
+    mean, _, flags, _ = _run(data, None, dq, method=JWST, sigma=sigma, maxiters=iterations,
+                             k_err=0.0)  # fmt: skip
+    error = None
+    if err is not None:
+        variance, _, _, _ = _run(np.square(err, dtype=np.float32), None, None, method=JWST,
+                                 sigma=sigma, maxiters=iterations, k_err=0.0)  # fmt: skip
+        error = np.sqrt(variance)
+    return Exposure(sci=mean, err=error, dq=flags)
+
+
+def combine_backgrounds(
+    data: np.ndarray,
+    err: np.ndarray | None = None,
+    dq: np.ndarray | None = None,
+    *,
+    combine: Combine = "jwst",
+    sigma: float = 3.0,
+    maxiters: int | None = None,
+    k_err: float = 3.0,
+) -> Exposure:
+    """Combine N background frames into one background, pixel by pixel.
+
+    ``combine='jwst'`` (default) is the JWST background step's average: astropy-style
+    sigma clipping across members (median centre, population std, ``sigma``,
+    ``maxiters=None`` iterating to convergence, non-finite values masked), SCI = mean of
+    the survivors, ERR = ``sqrt(sum err**2 of survivors) / n_survivors``, DQ = OR of all
+    members (clipped ones too), and 0 with ERR 0 where no member is finite.
+
+    That rule cannot reject a single outlier among fewer than 8 members (its distance
+    from the median is ``N / sqrt(N - 1)`` sigmas). For small stacks:
+
+    - ``'median'``: the per-pixel median, ERR = ``sqrt(pi/2)`` x the ERR of the mean;
+      robust for any N >= 3, costs ~25 % more noise than a mean.
+    - ``'biweight'``: Tukey biweight location (c=6 around the median, MAD scale), ERR as
+      for the mean; nearly as robust as the median with nearly the noise of the mean.
+    - ``'error-clip'``: members farther than ``k_err`` times their own ERR from the
+      median are dropped, then the mean and ERR as in ``'jwst'``; the best choice when
+      ERR is trustworthy (needs ERR). If no member survives, the median is used.
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(N, ny, nx)``, or ``(N, nints, ny, nx)`` "rateints" frames, which are first
+        averaged over integrations (see `collapse_integrations`).
+    err : ndarray, optional
+        One-sigma errors, same shape; None means unknown (the result's ERR is None).
+    dq : ndarray of int, optional
+        DQ flags, same shape.
+    combine : {'jwst', 'median', 'biweight', 'error-clip'}, optional
+        The rule.
+    sigma : float, optional
+        Clipping threshold (``'jwst'`` and the rateints collapse).
+    maxiters : int or None, optional
+        Clipping iterations; None iterates until nothing more is rejected.
+    k_err : float, optional
+        ``'error-clip'`` threshold in units of each member's ERR.
+
+    Returns
+    -------
+    Exposure
+        2-D combined background with SCI, ERR (or None) and DQ, and the number of members
+        used per pixel in ``header['NCOMBINE']`` (the minimum over pixels).
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape or an unknown rule, or ``'error-clip'`` without ERR.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stack = np.array([[[0.0]], [[0.0]], [[0.0]], [[100.0]]])
+    >>> float(combine_backgrounds(stack).sci[0, 0])  # JWST cannot clip 1 of 4
+    25.0
+    >>> float(combine_backgrounds(stack, combine="median").sci[0, 0])
+    0.0
+    """
+    cube = np.asarray(data)
+    if cube.ndim not in (3, 4):
+        raise ValueError(f"data must be (N, ny, nx) or (N, nints, ny, nx), got {cube.shape}")
+    if combine not in COMBINE_CODES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    for name, other in (("err", err), ("dq", dq)):
+        if other is not None and np.shape(other) != cube.shape:
+            raise ValueError(f"{name} shape {np.shape(other)} does not match data {cube.shape}")
+    if combine == "error-clip" and err is None:
+        raise ValueError("combine='error-clip' needs err: each member is judged by its ERR")
+    iterations = _iterations(maxiters)
+    if cube.ndim == 4:
+        collapsed = [
+            collapse_integrations(
+                cube[k],
+                None if err is None else np.asarray(err)[k],
+                None if dq is None else np.asarray(dq)[k],
+                sigma=sigma,
+                maxiters=maxiters,
+            )
+            for k in range(cube.shape[0])
+        ]
+        cube = np.stack([c.sci for c in collapsed])
+        err = None if err is None else np.stack([c.err for c in collapsed])
+        dq = None if dq is None else np.stack([c.dq for c in collapsed])
+    err2 = None if err is None else np.square(np.asarray(err, dtype=np.float32))
+    value, variance, flags, used = _run(
+        cube, err2, dq, method=COMBINE_CODES[combine], sigma=sigma, maxiters=iterations,
+        k_err=k_err,
+    )  # fmt: skip
+    result = Exposure(sci=value, err=None if err is None else np.sqrt(variance), dq=flags)
+    result.header["NCOMBINE"] = (int(used.min()), "fewest members combined at any pixel")
+    return result
