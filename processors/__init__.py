@@ -7,10 +7,14 @@ notebook and safe to call from several threads at once.
 from processors._validation import NoValidPixelsError
 from processors._version import __version__
 from processors.background import BackgroundResult, estimate_background, warm_up
+from processors.combine import collapse_integrations, combine_backgrounds
 from processors.dq import DQ, bad_pixel_mask
 from processors.exposure import Exposure
 from processors.model import model_exposure_background
+from processors.rolling_sky import SkyMember, rolling_sky_background, sky_member
 from processors.simulate import FieldModel, simulate_exposure, simulate_night
+from processors.stack import RollingStack
+from processors.subarray import subarray_bounds, to_science_grid
 from processors.subtract import subtract_background
 
 __all__ = [
@@ -23,6 +27,14 @@ __all__ = [
     "warm_up",
     "model_exposure_background",
     "subtract_background",
+    "combine_backgrounds",
+    "collapse_integrations",
+    "RollingStack",
+    "subarray_bounds",
+    "to_science_grid",
+    "SkyMember",
+    "sky_member",
+    "rolling_sky_background",
     "NoValidPixelsError",
     "FieldModel",
     "simulate_exposure",

@@ -58,6 +58,7 @@ class BackgroundResult:
     error_scale: float
     params: Mapping[str, Any] = field(default_factory=dict)
     _rms_map: Callable[[], np.ndarray] = field(default=lambda: np.empty(0), repr=False)
+    _error_map: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def rms(self) -> np.ndarray:
@@ -69,8 +70,11 @@ class BackgroundResult:
         """Uncertainty of the background estimate per pixel (``rms * error_scale``).
 
         This, not `rms`, is what adds in quadrature to the science ERR on subtraction:
-        the sky noise is already in the science pixels.
+        the sky noise is already in the science pixels. Models built from other frames
+        (rolling sky) carry their own error map instead.
         """
+        if self._error_map is not None:
+            return self._error_map()
         rms = np.asarray(self.rms, dtype=np.float32)  # a fresh map on every access
         rms *= np.float32(self.error_scale)
         return rms

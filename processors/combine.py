@@ -50,8 +50,9 @@ def _run(
     out_var = np.empty(pixels, np.float32)
     out_dq = np.empty(pixels, np.uint32)
     out_n = np.empty(pixels, np.int32)
-    combine_pixels(flat, var, flags, method, sigma, sigma, maxiters, k_err, out, out_var,
-                   out_dq, out_n)  # fmt: skip
+    slots = np.arange(n, dtype=np.int64)
+    combine_pixels(flat, var, flags, slots, method, sigma, sigma, maxiters, k_err, out,
+                   out_var, out_dq, out_n)  # fmt: skip
     return (
         out.reshape(shape),
         out_var.reshape(shape),
@@ -175,7 +176,7 @@ def combine_backgrounds(
             for k in range(cube.shape[0])
         ]
         cube = np.stack([c.sci for c in collapsed])
-        err = None if err is None else np.stack([c.err for c in collapsed])
+        err = None if err is None else np.stack([np.asarray(c.err) for c in collapsed])
         dq = None if dq is None else np.stack([c.dq for c in collapsed])
     err2 = None if err is None else np.square(np.asarray(err, dtype=np.float32))
     value, variance, flags, used = _run(

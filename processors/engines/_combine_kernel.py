@@ -19,15 +19,15 @@ _MEDIAN_EFFICIENCY = np.sqrt(np.pi / 2.0)  # sigma of a median / sigma of a mean
 
 
 @nb.njit(nogil=True, cache=True)
-def _median_sorted(values, a, b):  # noqa: ANN001, ANN202
+def _median_sorted(values, a, b):
     m = b - a
     mid = a + m // 2
     return values[mid] if m % 2 == 1 else 0.5 * (values[mid - 1] + values[mid])
 
 
 @nb.njit(nogil=True, cache=True)
-def _clip_sorted(values, n, sigma_low, sigma_high, maxiters, p1, p2):  # noqa: ANN001, ANN202
-    """astropy ``sigma_clip`` (median centre, population std) on sorted values: [a, b).
+def _clip_sorted(values, n, sigma_low, sigma_high, maxiters, p1, p2):
+    """Astropy ``sigma_clip`` (median centre, population std) on sorted values: [a, b).
 
     Moments come from prefix sums of the values relative to their median, so every
     iteration costs a median lookup and two bound searches.
@@ -64,19 +64,34 @@ def _clip_sorted(values, n, sigma_low, sigma_high, maxiters, p1, p2):  # noqa: A
 
 
 @nb.njit(nogil=True, cache=True)
-def combine_pixels(  # noqa: ANN201, PLR0913
-    data, err2, dq, method, sigma_low, sigma_high, maxiters, k_err, out_data, out_var,
-    out_dq, out_n,
-):  # noqa: ANN001
-    """Combine ``data[:, p]`` over members for every pixel ``p``.
+def combine_pixels(
+    data,
+    err2,
+    dq,
+    slots,
+    method,
+    sigma_low,
+    sigma_high,
+    maxiters,
+    k_err,
+    out_data,
+    out_var,
+    out_dq,
+    out_n,
+):
+    """Combine the member rows ``slots`` of ``data[:, p]`` for every pixel ``p``.
 
-    ``data`` is ``(N, P)``; ``err2`` is ``(N, P)`` variances or ``(0, P)`` when unknown;
-    ``dq`` is ``(N, P)`` or ``(0, P)``. Writes the combined value, its variance (NaN when
+    ``data`` is ``(capacity, P)`` and ``slots`` the rows in use (a rolling stack keeps its
+    members in a ring and passes the occupied rows; a batch passes all of them);
+    ``err2`` is the same shape holding variances, or ``(0, P)`` when unknown; ``dq`` is
+    the same shape or ``(0, P)``. Writes the combined value, its variance (NaN when
     unknown), the OR of all members' DQ and the number of members used. A pixel with no
     finite member gets value 0 and variance 0, as in JWST.
     """
-    n_members, n_pixels = data.shape
-    has_err = err2.shape[0] == n_members
+    n_members = slots.shape[0]
+    n_pixels = data.shape[1]
+    has_err = err2.shape[0] > 0
+    has_dq = dq.shape[0] > 0
     column = np.empty(n_members, np.float64)
     members = np.empty(n_members, np.int64)
     values = np.empty(n_members, np.float64)
@@ -86,15 +101,15 @@ def combine_pixels(  # noqa: ANN201, PLR0913
     p2 = np.empty(n_members + 1, np.float64)
     for p in range(n_pixels):
         flags = 0
-        for i in range(dq.shape[0]):
-            flags |= dq[i, p]
-        out_dq[p] = flags
         n = 0
-        for i in range(n_members):
+        for i in slots:
+            if has_dq:
+                flags |= dq[i, p]
             v = data[i, p]
             column[n] = v
             members[n] = i
             n += np.isfinite(v)
+        out_dq[p] = flags
         # Rank sort: branch-free compares beat an insertion sort's mispredictions here.
         for i in range(n):
             v = column[i]

@@ -1,0 +1,190 @@
+"""A rolling stack of background frames that combines incrementally as members come and go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from processors.combine import COMBINES, Combine, collapse_integrations
+from processors.engines._combine_kernel import COMBINE_CODES, combine_pixels
+from processors.exposure import Exposure
+
+__all__ = ["RollingStack"]
+
+
+@dataclass(frozen=True)
+class _Member:
+    slot: int
+    obs_time: float
+    has_err: bool
+
+
+class RollingStack:
+    """Bounded stack of background frames of one stack key, combined on demand.
+
+    Members live in preallocated ring planes (SCI, variance, DQ), so adding or expiring a
+    member touches one plane and never rereads files; `combined` re-runs the compiled
+    per-pixel combine over the occupied planes only when the membership changed since the
+    last call. 3-D members are averaged over their integrations on arrival (JWST rateints
+    rule). If any member's ERR is unknown, the combined ERR is unknown too (never zeros).
+
+    Not thread-safe by itself: one owner (the daemon's lane for this key) mutates it.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape of every member.
+    max_members : int
+        Capacity; adding to a full stack evicts the member with the oldest ``obs_time``.
+    max_age : float, optional
+        Members older than this (same units as ``obs_time``, e.g. seconds) are dropped
+        by `expire`.
+    combine, sigma, maxiters, k_err
+        As in `processors.combine_backgrounds`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from processors import Exposure
+    >>> stack = RollingStack((2, 2), max_members=3)
+    >>> for i, level in enumerate([1.0, 1.0, 4.0]):
+    ...     _ = stack.add(f"b{i}", Exposure(np.full((2, 2), level)), obs_time=float(i))
+    >>> float(stack.combined().sci[0, 0])
+    2.0
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        *,
+        max_members: int,
+        max_age: float | None = None,
+        combine: Combine = "jwst",
+        sigma: float = 3.0,
+        maxiters: int | None = None,
+        k_err: float = 3.0,
+    ) -> None:
+        if max_members < 1:
+            raise ValueError(f"max_members must be >= 1, got {max_members}")
+        if combine not in COMBINE_CODES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.max_members = max_members
+        self.max_age = max_age
+        self.combine = combine
+        self.sigma = sigma
+        self.maxiters = maxiters
+        self.k_err = k_err
+        pixels = self.shape[0] * self.shape[1]
+        self._sci = np.full((max_members, pixels), np.nan, dtype=np.float32)
+        self._var = np.zeros((max_members, pixels), dtype=np.float32)
+        self._dq = np.zeros((max_members, pixels), dtype=np.uint32)
+        self._members: dict[str, _Member] = {}
+        self._cache: Exposure | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the member planes."""
+        return int(self._sci.nbytes + self._var.nbytes + self._dq.nbytes)
+
+    @property
+    def depth(self) -> int:
+        """Number of members."""
+        return len(self._members)
+
+    @property
+    def member_ids(self) -> list[str]:
+        """Member ids, oldest first."""
+        return sorted(self._members, key=lambda m: self._members[m].obs_time)
+
+    def obs_time(self, member_id: str) -> float:
+        """Observation time of a member."""
+        return self._members[member_id].obs_time
+
+    def add(self, member_id: str, exposure: Exposure, obs_time: float) -> list[str]:
+        """Add (or replace) a member; return the ids evicted to make room.
+
+        Raises
+        ------
+        ValueError
+            If the member's image shape differs from the stack's.
+        """
+        if exposure.image_shape != self.shape:
+            raise ValueError(
+                f"background {member_id} has image shape {exposure.image_shape}, the stack "
+                f"holds {self.shape}"
+            )
+        frame = exposure
+        if exposure.is_cube:
+            frame = collapse_integrations(
+                exposure.sci, exposure.err, exposure.dq, sigma=self.sigma,
+                maxiters=self.maxiters,
+            )  # fmt: skip
+        evicted = []
+        if member_id in self._members:
+            slot = self._members.pop(member_id).slot
+        elif len(self._members) < self.max_members:
+            used = {m.slot for m in self._members.values()}
+            slot = next(s for s in range(self.max_members) if s not in used)
+        else:
+            oldest = self.member_ids[0]
+            evicted.append(oldest)
+            slot = self._members.pop(oldest).slot
+        self._sci[slot] = frame.sci.reshape(-1)
+        if frame.err is not None:
+            np.square(frame.err.reshape(-1), out=self._var[slot])
+        self._dq[slot] = frame.dq.reshape(-1)
+        self._members[member_id] = _Member(slot, float(obs_time), frame.err is not None)
+        self._cache = None
+        return evicted
+
+    def remove(self, member_id: str) -> None:
+        """Drop a member (its plane is simply no longer read)."""
+        if self._members.pop(member_id, None) is not None:
+            self._cache = None
+
+    def expire(self, now: float) -> list[str]:
+        """Drop members older than ``max_age`` at time ``now``; return their ids."""
+        if self.max_age is None:
+            return []
+        old = [m for m, info in self._members.items() if now - info.obs_time > self.max_age]
+        for member_id in old:
+            self.remove(member_id)
+        return old
+
+    def combined(self) -> Exposure:
+        """The combined background of the current members (cached until they change).
+
+        Raises
+        ------
+        ValueError
+            If the stack is empty.
+        """
+        if not self._members:
+            raise ValueError("the stack is empty")
+        if self._cache is not None:
+            return self._cache
+        slots = np.array(sorted(m.slot for m in self._members.values()), dtype=np.int64)
+        err_known = all(m.has_err for m in self._members.values())
+        if self.combine == "error-clip" and not err_known:
+            raise ValueError("combine='error-clip' needs ERR for every member")
+        pixels = self._sci.shape[1]
+        out = np.empty(pixels, np.float32)
+        out_var = np.empty(pixels, np.float32)
+        out_dq = np.empty(pixels, np.uint32)
+        out_n = np.empty(pixels, np.int32)
+        variance = self._var if err_known else np.empty((0, pixels), np.float32)
+        iterations = 1_000_000 if self.maxiters is None else int(self.maxiters)
+        combine_pixels(
+            self._sci, variance, self._dq, slots, COMBINE_CODES[self.combine], self.sigma,
+            self.sigma, iterations, self.k_err, out, out_var, out_dq, out_n,
+        )  # fmt: skip
+        result = Exposure(
+            sci=out.reshape(self.shape),
+            err=np.sqrt(out_var).reshape(self.shape) if err_known else None,
+            dq=out_dq.reshape(self.shape),
+        )
+        result.header["NCOMBINE"] = (int(out_n.min()), "fewest members combined at any pixel")
+        self._cache = result
+        return result
