@@ -15,6 +15,7 @@ QuarantineReason = Literal[
     "shape_mismatch",
     "no_valid_pixels",
     "unreadable",
+    "stack_mismatch",
     "processing_error",
 ]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)

@@ -69,9 +69,11 @@ class ProductEvent(_Event):
     status: Literal["COMPLETE", "SKIPPED", "FAILED"]
     method: str
     stack_key: str
-    background_level: float
-    background_rms: float
+    background_level: float | None
+    background_rms: float | None
     background_params: dict[str, Any]
+    background_uri: str | None = None
+    notes: list[str] = Field(default_factory=list)
     errors: str
     inputs_used: list[str]
     shape: list[int]

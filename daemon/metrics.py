@@ -14,8 +14,8 @@ from processors import __version__
 
 __all__ = ["OUTCOMES", "STAGES", "Metrics"]
 
-STAGES: tuple[str, ...] = ("read", "background", "subtract", "write")
-OUTCOMES: tuple[str, ...] = ("complete", "quarantined")
+STAGES: tuple[str, ...] = ("read", "background", "combine", "subtract", "write")
+OUTCOMES: tuple[str, ...] = ("complete", "skipped", "background", "quarantined")
 SOURCES: tuple[str, ...] = ("directory", "batch")
 # Seconds-long CPU work: 10 ms to 60 s.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -95,6 +95,30 @@ class Metrics:
             ["stack_key"],
             registry=registry,
         )
+        self.stack_depth = Gauge(
+            "skystream_stack_depth",
+            "Background exposures in the rolling stack of each stack key.",
+            ["stack_key"],
+            registry=registry,
+        )
+        self.stack_age = Gauge(
+            "skystream_stack_age_seconds",
+            "Age of the oldest member of each stack (now - its observation time).",
+            ["stack_key"],
+            registry=registry,
+        )
+        self.stack_bytes = Gauge(
+            "skystream_stack_bytes",
+            "Memory held by each rolling stack.",
+            ["stack_key"],
+            registry=registry,
+        )
+        self.members_rejected = Counter(
+            "skystream_stack_members_rejected",
+            "Background exposures refused by a stack, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.build_info = Info(
             "skystream_build", "Versions of skystream and its numerical stack.", registry=registry
         )
@@ -115,3 +139,4 @@ class Metrics:
             self.quarantined.labels(reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        self.members_rejected.labels("shape")

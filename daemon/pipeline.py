@@ -1,8 +1,10 @@
-"""One exposure through the stages: read, model the background, subtract, write, ack."""
+"""One exposure through the stages: read, choose the background, subtract, write, ack."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
 import time
@@ -12,20 +14,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from daemon.backgrounds import Choice, Chooser
 from daemon.errors import InvalidInput
 from daemon.events import ProductEvent
-from daemon.fits_io import read_exposure, read_primary_header
+from daemon.fits_io import read_exposure, read_primary_header, write_exposure
+from daemon.kinds import exposure_kind, observation_time
 from daemon.metrics import Metrics
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
 from daemon.sources import Delivery
+from daemon.stacks import StackStore
 from processors import (
-    BackgroundResult,
     Exposure,
     NoValidPixelsError,
     __version__,
-    model_exposure_background,
+    skip_background,
     subtract_background,
 )
 
@@ -43,20 +47,23 @@ def stack_key_of(header: Any, keys: list[str]) -> str:
 class Pipeline:
     """Runs the stages of one exposure in worker threads and settles its outcome.
 
-    Every delivery ends acknowledged exactly once, as ``complete`` (product durable) or
-    ``quarantined`` (reason written), unless the service stops first, in which case it
-    stays unacknowledged and its source delivers it again later.
+    Every delivery ends acknowledged exactly once — ``complete`` or ``skipped`` (product
+    durable), ``background`` (absorbed into its stack, state durable) or ``quarantined``
+    (reason written) — unless the service stops first, in which case it stays
+    unacknowledged and its source delivers it again later.
 
     Parameters
     ----------
     settings : Settings
-        Background parameters and input rules.
+        Background method and parameters, input rules.
     pool : Executor
         Bounded worker pool for CPU and file work.
     sink : DirectorySink
         Product writer.
     quarantine : Quarantine
         Where bad input goes.
+    store : StackStore
+        Stacks and sky templates per stack key.
     metrics : Metrics
         Counters, stage timings, latency, levels.
     on_product : callable, optional
@@ -70,6 +77,7 @@ class Pipeline:
         pool: Executor,
         sink: DirectorySink,
         quarantine: Quarantine,
+        store: StackStore,
         metrics: Metrics,
         on_product: Callable[[ProductEvent], None] | None = None,
     ) -> None:
@@ -79,26 +87,23 @@ class Pipeline:
         self._quarantine = quarantine
         self._metrics = metrics
         self._on_product = on_product
-        bkg = settings.background
-        self._params: dict[str, Any] = {
-            "box_size": bkg.box_size,
-            "filter_size": bkg.filter_size,
-            "sigma_low": bkg.sigma_low,
-            "sigma_high": bkg.sigma_high,
-            "maxiters": bkg.maxiters,
-            "estimator": bkg.estimator,
-            "exclude_percentile": bkg.exclude_percentile,
-            "filter_threshold": bkg.filter_threshold,
-            "cenfunc": bkg.cenfunc,
-            "engine": bkg.engine,
-            "bin_size": bkg.bin_size,
-            "order": bkg.order,
-            "weighting": bkg.weighting,
-        }
+        self._chooser = Chooser(settings, store, metrics)
+        self._waiting: set[asyncio.Task[None]] = set()
 
     async def _in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
+        return await loop.run_in_executor(self._pool, functools.partial(func, *args, **kwargs))
+
+    async def _stage(
+        self, timings: dict[str, float], name: str, func: Callable[..., T], *args: Any,
+        **kwargs: Any,
+    ) -> T:  # fmt: skip
+        start = time.perf_counter()
+        result = await self._in_pool(func, *args, **kwargs)
+        elapsed = time.perf_counter() - start
+        timings[name] = round(timings.get(name, 0.0) + elapsed, 6)
+        self._metrics.stage_seconds.labels(name).observe(elapsed)
+        return result
 
     async def route(self, delivery: Delivery) -> str:
         """The stack key of a delivery, read from its header (InvalidInput if unreadable)."""
@@ -111,23 +116,41 @@ class Pipeline:
         """Process one delivery on lane ``key`` and acknowledge its outcome."""
         self._metrics.inflight.inc()
         try:
+            timings: dict[str, float] = {}
             try:
-                product = await self._produce(delivery, key)
+                exposure = await self._read(delivery, timings)
+                kind = self._kind(delivery, exposure)
+                if kind == "background":
+                    await self._absorb(delivery, key, exposure, timings)
+                    return
+                if self._must_wait(key):
+                    # Waiting must not block the lane: the backgrounds it waits for are
+                    # queued behind it.
+                    task = asyncio.create_task(self._settle(delivery, key, exposure, timings))
+                    self._waiting.add(task)
+                    task.add_done_callback(self._waiting.discard)
+                    return
+                await self._settle(delivery, key, exposure, timings)
             except InvalidInput as exc:
                 await self.reject(delivery, exc)
-                return
-            await delivery.acknowledge("complete", product)
-            self._metrics.processed.labels("complete").inc()
-            self._metrics.latency_seconds.observe(time.monotonic() - delivery.arrived)
         finally:
             self._metrics.inflight.dec()
 
+    async def cancel_waiting(self) -> int:
+        """Abandon science exposures still waiting for a stack (they stay unacknowledged)."""
+        tasks = list(self._waiting)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return len(tasks)
+
     async def reject(self, delivery: Delivery, exc: InvalidInput) -> None:
         """Quarantine a delivery with its reason, count it and acknowledge it."""
-        path = delivery.event.path
         await self._in_pool(
             self._quarantine.put,
-            path,
+            delivery.event.path,
             reason=exc.reason,
             detail=exc.detail,
             source=delivery.source,
@@ -136,85 +159,159 @@ class Pipeline:
         self._metrics.processed.labels("quarantined").inc()
         await delivery.acknowledge("quarantined", None)
 
-    async def _stage(self, name: str, timings: dict[str, float], func: Callable[..., T],
-                     *args: Any, **kwargs: Any) -> T:  # fmt: skip
-        start = time.perf_counter()
-        result = await self._in_pool(func, *args, **kwargs)
-        elapsed = time.perf_counter() - start
-        timings[name] = round(elapsed, 6)
-        self._metrics.stage_seconds.labels(name).observe(elapsed)
-        return result
+    # -- stages ---------------------------------------------------------------------------
 
-    async def _produce(self, delivery: Delivery, key: str) -> str:
-        event = delivery.event
-        settings = self._settings
-        timings: dict[str, float] = {}
+    async def _read(self, delivery: Delivery, timings: dict[str, float]) -> Exposure:
+        path = delivery.event.path
         try:
-            exposure, model, product = await self._compute(event.path, timings)
+            return await self._stage(
+                timings, "read", read_exposure, path,
+                allow_cubes=self._settings.input.allow_cubes,
+            )  # fmt: skip
         except InvalidInput:
             raise
-        except NoValidPixelsError as exc:
-            raise InvalidInput("no_valid_pixels", f"{event.path.name}: {exc}") from exc
         except Exception as exc:
-            log.exception("processing failed for %s", event.path.name)
+            log.exception("cannot read %s", path.name)
             raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
+
+    def _kind(self, delivery: Delivery, exposure: Exposure) -> str:
+        if self._settings.background.method != "stack":
+            return "science"  # only the stack method uses dedicated background frames
+        return exposure_kind(
+            delivery.event, exposure.header, self._settings.routing.background_when
+        )
+
+    def _must_wait(self, key: str) -> bool:
+        stack_settings = self._settings.background.stack
+        if self._settings.background.method != "stack":
+            return False
+        if stack_settings.when_insufficient != "wait":
+            return False
+        return self._chooser.stack_depth(key) < stack_settings.min_members
+
+    async def _absorb(
+        self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
+    ) -> None:
+        event = delivery.event
+        obs_time = observation_time(event, exposure.header, time.time())
+        stage = functools.partial(self._stage, timings)
+        try:
+            depth = await self._chooser.absorb(
+                stage, key, event.exposure_id, exposure, str(event.path), obs_time
+            )
+        except ValueError as exc:
+            self._metrics.members_rejected.labels("shape").inc()
+            raise InvalidInput("stack_mismatch", f"{event.path.name}: {exc}") from exc
+        log.info("%s joined stack %s (%d member(s))", event.path.name, key, depth)
+        await delivery.acknowledge("background", None)
+        self._metrics.processed.labels("background").inc()
+
+    async def _choose(
+        self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
+    ) -> Choice:
+        method = self._settings.background.method
+        stage = functools.partial(self._stage, timings)
+        if method == "model":
+            return await self._chooser.own_model(stage, exposure)
+        if method == "rolling-sky":
+            return await self._chooser.rolling_sky(
+                stage, key, delivery.event.exposure_id, exposure
+            )
+        settings = self._settings.background.stack
+        obs_time = observation_time(delivery.event, exposure.header, time.time())
+        if settings.when_insufficient == "wait":
+            choice = await self._chooser.wait_for_stack(stage, key, exposure, obs_time)
+            fallback = settings.after_wait
+        else:
+            choice = await self._chooser.from_stack(stage, key, exposure, obs_time)
+            fallback = settings.when_insufficient
+        if choice is not None:
+            return choice
+        reason = f"stack {key} has fewer than {settings.min_members} usable member(s)"
+        if fallback == "model":
+            return await self._chooser.own_model(stage, exposure, note=f"{reason}: own model")
+        return Choice(method="stack", background=None, level=None, rms=None, notes=[reason])
+
+    async def _settle(
+        self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
+    ) -> None:
+        """Choose the background, subtract, write the product and acknowledge."""
+        event = delivery.event
+        try:
+            try:
+                choice = await self._choose(delivery, key, exposure, timings)
+                if choice.background is None:
+                    product = skip_background(
+                        exposure, method=choice.method, reason="; ".join(choice.notes)
+                    )
+                else:
+                    product = await self._stage(
+                        timings, "subtract", subtract_background, exposure,
+                        choice.background, errors=self._settings.background.errors,
+                        method=choice.method, inputs=choice.inputs,
+                    )  # fmt: skip
+            except NoValidPixelsError as exc:
+                raise InvalidInput("no_valid_pixels", f"{event.path.name}: {exc}") from exc
+            except InvalidInput:
+                raise
+            except Exception as exc:
+                log.exception("processing failed for %s", event.path.name)
+                raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
+        except InvalidInput as exc:
+            await self.reject(delivery, exc)
+            return
+        background_uri = None
+        if (
+            choice.method == "stack"
+            and isinstance(choice.background, Exposure)
+            and self._settings.background.stack.save_combined
+        ):
+            target = self._sink.combined_background_path(event.exposure_id)
+            await self._stage(timings, "write", write_exposure, choice.background, target,
+                              fsync=self._settings.output.fsync)  # fmt: skip
+            background_uri = str(target)
+        status = "SKIPPED" if choice.background is None else "COMPLETE"
         summary = ProductEvent(
             exposure_id=event.exposure_id,
             input_uri=str(event.path),
             product_uri=str(self._sink.product_path(event.exposure_id)),
-            status="COMPLETE",
-            method=settings.background.method,
+            status=status,
+            method=choice.method,
             stack_key=key,
-            background_level=model.level,
-            background_rms=model.rms_level,
-            background_params=dict(model.params),
-            errors=settings.background.errors,
-            inputs_used=[event.exposure_id],
+            background_level=choice.level,
+            background_rms=choice.rms,
+            background_params=choice.params,
+            background_uri=background_uri,
+            notes=choice.notes,
+            errors=self._settings.background.errors,
+            inputs_used=choice.inputs or [event.exposure_id],
             shape=list(exposure.shape),
             timings=timings,
             software_version=__version__,
             produced_at=datetime.now(UTC),
         )
         path = await self._write_with_retry(product, summary, timings)
-        self._metrics.background_level.labels(key).set(model.level)
-        self._metrics.background_rms.labels(key).set(model.rms_level)
+        if choice.level is not None:
+            self._metrics.background_level.labels(key).set(choice.level)
+        if choice.rms is not None:
+            self._metrics.background_rms.labels(key).set(choice.rms)
         log.info(
-            "%s -> %s  level %.3f rms %.3f  (%s)",
+            "%s -> %s  %s %s level %s  (%s)",
             event.path.name,
             path.name,
-            model.level,
-            model.rms_level,
+            status,
+            choice.method,
+            "n/a" if choice.level is None else f"{choice.level:.3f}",
             " ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()),
         )
+        for note in choice.notes:
+            log.info("%s: %s", event.path.name, note)
+        outcome = "skipped" if status == "SKIPPED" else "complete"
+        await delivery.acknowledge(outcome, str(path))
+        self._metrics.processed.labels(outcome).inc()
+        self._metrics.latency_seconds.observe(time.monotonic() - delivery.arrived)
         if self._on_product is not None:
             self._on_product(summary.model_copy(update={"timings": timings}))
-        return str(path)
-
-    async def _compute(
-        self, path: Path, timings: dict[str, float]
-    ) -> tuple[Exposure, BackgroundResult, Exposure]:
-        settings = self._settings
-        exposure: Exposure = await self._stage(
-            "read", timings, read_exposure, path, allow_cubes=settings.input.allow_cubes
-        )
-        model: BackgroundResult = await self._stage(
-            "background",
-            timings,
-            model_exposure_background,
-            exposure,
-            dqbits=settings.background.dqbits,
-            **self._params,
-        )
-        product: Exposure = await self._stage(
-            "subtract",
-            timings,
-            subtract_background,
-            exposure,
-            model,
-            errors=settings.background.errors,
-            method=settings.background.method,
-        )
-        return exposure, model, product
 
     async def _write_with_retry(
         self, product: Exposure, summary: ProductEvent, timings: dict[str, float]
@@ -227,7 +324,7 @@ class Pipeline:
         delay = 0.5
         while True:
             try:
-                return await self._stage("write", timings, self._sink.write, product, summary)
+                return await self._stage(timings, "write", self._sink.write, product, summary)
             except OSError as exc:
                 # The cause is in the message; a traceback per retry would drown the log.
                 log.error(  # noqa: TRY400

@@ -22,6 +22,7 @@ from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
 from daemon.sources import Source
 from daemon.sources.directory import DirectorySource
+from daemon.stacks import StackStore
 from processors import warm_up
 
 __all__ = ["Service"]
@@ -101,11 +102,18 @@ class Service:
             move=settings.quarantine.move,
             fsync=settings.output.fsync,
         )
+        store = StackStore(
+            settings.state.directory,
+            settings.background.stack,
+            settings.background.rolling_sky,
+            fsync=settings.output.fsync,
+        )
         pipeline = Pipeline(
             settings,
             pool=pool,
             sink=sink,
             quarantine=quarantine,
+            store=store,
             metrics=self.metrics,
             on_product=self._on_product,
         )
@@ -131,6 +139,7 @@ class Service:
             # Compile (or load) the numerical kernels before taking work; /healthz answers
             # meanwhile and /readyz says why it is not ready.
             await asyncio.to_thread(warm_up)
+            await asyncio.to_thread(store.restore)
             await self.source.start()
             self._started.set()
             dispatcher = asyncio.create_task(
@@ -138,7 +147,7 @@ class Service:
             )
             await self._until_done(dispatcher, self.lanes)
         finally:
-            await self._shutdown(dispatcher, pool)
+            await self._shutdown(dispatcher, pool, pipeline)
 
     @staticmethod
     async def _dispatch(source: Source, lanes: Lanes, pipeline: Pipeline) -> None:
@@ -169,7 +178,7 @@ class Service:
             stop.cancel()
 
     async def _shutdown(
-        self, dispatcher: asyncio.Task[None] | None, pool: ThreadPoolExecutor
+        self, dispatcher: asyncio.Task[None] | None, pool: ThreadPoolExecutor, pipeline: Pipeline
     ) -> None:
         if self.source is not None:
             await self.source.stop()
@@ -181,6 +190,9 @@ class Service:
             dropped = await self.lanes.stop(self.settings.shutdown.grace_seconds)
             if dropped:
                 log.info("%d queued exposure(s) left for the next start", dropped)
+        waiting = await pipeline.cancel_waiting()
+        if waiting:
+            log.info("%d exposure(s) waiting for a stack left for the next start", waiting)
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         if self.health is not None:
             await self.health.stop()

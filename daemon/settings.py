@@ -104,6 +104,19 @@ class InputSettings(_Section):
     )
 
 
+class BackgroundRule(_Section):
+    """Which exposures are dedicated background (sky) frames rather than science."""
+
+    header: dict[str, list[str]] = Field(
+        {},
+        description="Header keyword -> values that mark a background exposure "
+        "(case-insensitive), e.g. {OBSTYPE: [SKY, BACKGROUND]}.",
+    )
+    filename: list[str] = Field(
+        [], description="File-name patterns that mark a background exposure, e.g. '*_sky*'."
+    )
+
+
 class RoutingSettings(_Section):
     """How exposures are grouped into ordered lanes."""
 
@@ -111,12 +124,59 @@ class RoutingSettings(_Section):
         ["INSTRUME", "DETECTOR", "FILTER"],
         description="Header keywords whose values form the stack key (one lane per key).",
     )
+    background_when: BackgroundRule = Field(
+        BackgroundRule(),
+        description="Rule for background exposures (an event's explicit kind wins).",
+    )
+
+
+class StackSettings(_Section):
+    """The ``stack`` method: a rolling stack of dedicated background exposures per key."""
+
+    max_members: int = Field(8, ge=1, description="Most members per stack (oldest leave).")
+    max_age_seconds: float | None = Field(
+        None, gt=0, description="Members older than this (observation time) are dropped."
+    )
+    min_members: int = Field(1, ge=1, description="Fewest members to subtract the stack.")
+    combine: Literal["jwst", "median", "biweight", "error-clip"] = Field(
+        "jwst", description="Combination rule (jwst: 3-sigma clipped mean)."
+    )
+    sigma: float = Field(3.0, gt=0, description="Clipping threshold for jwst.")
+    maxiters: int | None = Field(None, ge=1, description="Clip iterations; null: converge.")
+    k_err: float = Field(3.0, gt=0, description="error-clip threshold in units of ERR.")
+    when_insufficient: Literal["wait", "model", "skip"] = Field(
+        "model",
+        description="Science arriving while the stack is too small: wait for backgrounds, "
+        "subtract its own 2-D model, or pass it through as S_BKDSUB=SKIPPED.",
+    )
+    wait_seconds: float = Field(300.0, gt=0, description="How long 'wait' waits.")
+    after_wait: Literal["model", "skip"] = Field(
+        "skip", description="What 'wait' does when the time is up."
+    )
+    save_combined: bool = Field(
+        False, description="Write <stem>_combinedbackground.fits beside each product."
+    )
+
+
+class RollingSkySettings(_Section):
+    """The ``rolling-sky`` method: the normalised sky of recent science frames per key."""
+
+    members: int = Field(5, ge=1, description="Recent frames kept per stack key.")
+    min_members: int = Field(2, ge=1, description="Fewest other frames to use a template.")
+    combine: Literal["jwst", "median", "biweight", "error-clip"] = Field(
+        "jwst", description="Combination rule for the normalised skies."
+    )
+    sigma: float = Field(3.0, gt=0, description="Clipping threshold for jwst.")
 
 
 class BackgroundSettings(_Section):
     """The background model subtracted from each exposure."""
 
-    method: Literal["model"] = Field("model", description="Background method.")
+    method: Literal["model", "stack", "rolling-sky"] = Field(
+        "model",
+        description="model: each exposure's own 2-D sky; stack: rolling stack of background "
+        "exposures; rolling-sky: normalised sky of recent science frames.",
+    )
     engine: str = Field("fast", description=f"Background engine, one of {ENGINES}.")
     box_size: int | tuple[int, int] = Field(64, description="Mesh box size in pixels.")
     filter_size: int | tuple[int, int] = Field(3, description="Odd median filter size.")
@@ -141,6 +201,8 @@ class BackgroundSettings(_Section):
     bin_size: int = Field(128, ge=1, description="lsst engine: superpixel size in pixels.")
     order: int = Field(6, ge=0, description="lsst engine: Chebyshev order (reduced if needed).")
     weighting: bool = Field(True, description="lsst engine: inverse-variance weighted fit.")
+    stack: StackSettings = StackSettings()
+    rolling_sky: RollingSkySettings = RollingSkySettings()
 
     @field_validator("engine")
     @classmethod

@@ -15,7 +15,7 @@ from processors.rolling_sky import SkyMember, rolling_sky_background, sky_member
 from processors.simulate import FieldModel, simulate_exposure, simulate_night
 from processors.stack import RollingStack
 from processors.subarray import subarray_bounds, to_science_grid
-from processors.subtract import subtract_background
+from processors.subtract import skip_background, subtract_background
 
 __all__ = [
     "__version__",
@@ -27,6 +27,7 @@ __all__ = [
     "warm_up",
     "model_exposure_background",
     "subtract_background",
+    "skip_background",
     "combine_backgrounds",
     "collapse_integrations",
     "RollingStack",

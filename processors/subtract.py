@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -11,7 +11,7 @@ from processors._version import __version__
 from processors.background import BackgroundResult
 from processors.exposure import Exposure
 
-__all__ = ["ERROR_MODES", "subtract_background"]
+__all__ = ["ERROR_MODES", "skip_background", "subtract_background"]
 
 ErrorMode = Literal["quadrature", "jwst"]
 ERROR_MODES: tuple[str, ...] = ("quadrature", "jwst")
@@ -44,6 +44,7 @@ def subtract_background(
     errors: ErrorMode = "quadrature",
     method: str = "model",
     level: float | None = None,
+    inputs: Sequence[str] = (),
 ) -> Exposure:
     """Subtract a 2-D background from an exposure, returning a new exposure.
 
@@ -72,6 +73,9 @@ def subtract_background(
     level : float, optional
         Scalar level for ``BKGLEVEL``; by default the model's level, or the median of a
         background array.
+    inputs : sequence of str, optional
+        Ids of the exposures the background was made from, recorded as ``BKGINP01``,
+        ``BKGINP02``, ... (and ``BKGNINP``).
 
     Returns
     -------
@@ -126,8 +130,37 @@ def subtract_background(
     for name, value in params.items():
         keyword, comment = _PARAM_KEYWORDS[name]
         header[keyword] = (_card_value(value), comment)
+    _record_inputs(header, inputs)
     header.add_history(f"skystream {__version__}: background '{method}' subtracted, ERR {errors}")
     return exposure.with_changes(sci=sci, err=err, dq=dq, header=header)
+
+
+def skip_background(exposure: Exposure, *, method: str, reason: str) -> Exposure:
+    """The exposure unchanged but for ``S_BKDSUB='SKIPPED'``, ``BKGSUB=F`` and the reason.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from processors import Exposure
+    >>> out = skip_background(Exposure(np.ones((2, 2))), method="stack", reason="no stack")
+    >>> out.header["S_BKDSUB"], out.header["BKGSUB"]
+    ('SKIPPED', False)
+    """
+    header = exposure.header.copy()
+    header["S_BKDSUB"] = ("SKIPPED", "background subtraction step")
+    header["BKGSUB"] = (False, "background subtracted from SCI")
+    header["BKGMETH"] = (method, "background method")
+    header["SKYSTVER"] = (__version__, "skystream version")
+    header.add_history(f"skystream {__version__}: background not subtracted: {reason}")
+    return exposure.with_changes(header=header)
+
+
+def _record_inputs(header: Any, inputs: Sequence[str]) -> None:
+    if not inputs:
+        return
+    header["BKGNINP"] = (len(inputs), "exposures the background was made from")
+    for index, name in enumerate(inputs[:99], start=1):
+        header[f"BKGINP{index:02d}"] = (str(name)[:68], "background input exposure")
 
 
 def _parts(

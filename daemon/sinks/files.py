@@ -35,6 +35,10 @@ class DirectorySink:
         """Where the product of an exposure goes."""
         return self.folder / f"{exposure_id}{self._settings.suffix}.fits"
 
+    def combined_background_path(self, exposure_id: str) -> Path:
+        """Where the combined background used for an exposure is saved, if asked."""
+        return self.folder / f"{exposure_id}_combinedbackground.fits"
+
     def write(self, product: Exposure, summary: ProductEvent) -> Path:
         """Write the product and its sidecar (blocking; call from a worker thread)."""
         path = Path(summary.product_uri)

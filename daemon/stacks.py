@@ -1,0 +1,202 @@
+"""Per-stack-key background state that survives restarts: rolling stacks and sky templates."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.errors import InvalidInput
+from daemon.fits_io import read_exposure, write_json
+from daemon.settings import RollingSkySettings, StackSettings
+from processors import Exposure, RollingStack, SkyMember
+
+__all__ = ["StackStore"]
+
+log = logging.getLogger("skystream.stacks")
+
+
+def _file_name(key: str) -> str:
+    """A safe, stable file name for a stack key (keys hold '/' and header values)."""
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:60]
+    return f"{readable}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class KeyState:
+    """Everything skystream keeps for one stack key."""
+
+    key: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    changed: asyncio.Condition = field(init=False)
+    stack: RollingStack | None = None
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> path, obs_time
+    sky: deque[tuple[str, SkyMember]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.changed = asyncio.Condition(self.lock)
+
+
+class StackStore:
+    """Owns the rolling stacks and sky templates of every stack key, and their files.
+
+    Stack membership is saved as JSON (member ids, files and observation times) and
+    rebuilt from the member files at start; sky templates are small meshes saved as
+    ``.npz``. Writes are atomic. All mutation happens under the key's lock, on the loop;
+    the heavy parts run in the caller's worker threads.
+
+    Parameters
+    ----------
+    folder : Path
+        State folder (``stacks/`` and ``sky/`` are created inside).
+    stack_settings, sky_settings
+        The method settings.
+    fsync : bool
+        fsync state files.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        stack_settings: StackSettings,
+        sky_settings: RollingSkySettings,
+        *,
+        fsync: bool = True,
+    ) -> None:
+        self._stack_dir = folder / "stacks"
+        self._sky_dir = folder / "sky"
+        self._stack_dir.mkdir(parents=True, exist_ok=True)
+        self._sky_dir.mkdir(parents=True, exist_ok=True)
+        self.stack_settings = stack_settings
+        self.sky_settings = sky_settings
+        self._fsync = fsync
+        self._keys: dict[str, KeyState] = {}
+
+    def state(self, key: str) -> KeyState:
+        """The state of a key (created empty on first use)."""
+        if key not in self._keys:
+            self._keys[key] = KeyState(key)
+        return self._keys[key]
+
+    def keys(self) -> list[str]:
+        """Keys with state."""
+        return list(self._keys)
+
+    def new_stack(self, shape: tuple[int, int]) -> RollingStack:
+        """An empty stack configured from the settings."""
+        s = self.stack_settings
+        return RollingStack(
+            shape, max_members=s.max_members, max_age=s.max_age_seconds, combine=s.combine,
+            sigma=s.sigma, maxiters=s.maxiters, k_err=s.k_err,
+        )  # fmt: skip
+
+    # -- persistence -----------------------------------------------------------------
+
+    def save_stack(self, state: KeyState) -> None:
+        """Write the key's membership (blocking; call from a worker thread)."""
+        members = {m: state.members[m] for m in (state.stack.member_ids if state.stack else [])}
+        write_json(
+            {"key": state.key, "members": members},
+            self._stack_dir / f"{_file_name(state.key)}.json",
+            fsync=self._fsync,
+        )
+
+    def save_sky(self, state: KeyState) -> None:
+        """Write the key's sky members as one ``.npz`` (blocking)."""
+        buffer = io.BytesIO()
+        arrays: dict[str, Any] = {"key": np.array(state.key)}
+        for index, (member_id, member) in enumerate(state.sky):
+            arrays[f"id_{index}"] = np.array(member_id)
+            arrays[f"mesh_{index}"] = member.mesh
+            arrays[f"error_{index}"] = member.error_mesh
+            arrays[f"level_{index}"] = np.array(member.level)
+            arrays[f"box_{index}"] = np.array(member.box_size)
+        np.savez(buffer, **arrays)
+        path = self._sky_dir / f"{_file_name(state.key)}.npz"
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)
+
+    def restore(self) -> list[str]:
+        """Rebuild every saved stack from its member files and every sky template.
+
+        Members whose file vanished or no longer fits are dropped with a warning; returns
+        those warnings.
+        """
+        problems: list[str] = []
+        for path in sorted(self._stack_dir.glob("*.json")):
+            saved = json.loads(path.read_text())
+            state = self.state(saved["key"])
+            ordered = sorted(saved["members"].items(), key=lambda item: item[1]["obs_time"])
+            for member_id, info in ordered:
+                try:
+                    exposure = read_exposure(Path(info["path"]))
+                    if state.stack is None:
+                        state.stack = self.new_stack(exposure.image_shape)
+                    state.stack.add(member_id, exposure, info["obs_time"])
+                    state.members[member_id] = info
+                except (InvalidInput, ValueError) as exc:
+                    problems.append(f"stack {state.key}: member {member_id} dropped ({exc})")
+            if state.stack is not None:
+                self.save_stack(state)
+        for path in sorted(self._sky_dir.glob("*.npz")):
+            with np.load(path) as saved:
+                state = self.state(str(saved["key"]))
+                index = 0
+                while f"id_{index}" in saved:
+                    member = SkyMember(
+                        mesh=saved[f"mesh_{index}"],
+                        error_mesh=saved[f"error_{index}"],
+                        level=float(saved[f"level_{index}"]),
+                        box_size=tuple(int(v) for v in saved[f"box_{index}"]),  # type: ignore[arg-type]
+                    )
+                    state.sky.append((str(saved[f"id_{index}"]), member))
+                    index += 1
+        for problem in problems:
+            log.warning(problem)
+        return problems
+
+    # -- stack membership ------------------------------------------------------------
+
+    def add_member(
+        self, state: KeyState, member_id: str, exposure: Exposure, path: str, obs_time: float
+    ) -> list[str]:
+        """Add a background exposure to the key's stack (blocking: collapses cubes).
+
+        Raises
+        ------
+        ValueError
+            If its image shape differs from the stack's.
+        """
+        if state.stack is None:
+            state.stack = self.new_stack(exposure.image_shape)
+        evicted = state.stack.add(member_id, exposure, obs_time)
+        state.members[member_id] = {"path": path, "obs_time": obs_time}
+        for gone in evicted:
+            state.members.pop(gone, None)
+        return evicted
+
+    def expire(self, state: KeyState, now: float) -> list[str]:
+        """Drop members too old relative to ``now`` (observation time)."""
+        if state.stack is None:
+            return []
+        gone = state.stack.expire(now)
+        for member_id in gone:
+            state.members.pop(member_id, None)
+        return gone
+
+    def add_sky(self, state: KeyState, member_id: str, member: SkyMember) -> None:
+        """Remember a science frame's normalised sky (newest last, bounded)."""
+        state.sky = deque(
+            [(m, s) for m, s in state.sky if m != member_id], maxlen=self.sky_settings.members
+        )
+        state.sky.append((member_id, member))
