@@ -114,7 +114,7 @@ def subtract_background(
     elif errors == "quadrature":
         extra = bkg_error()
         if extra is None:
-            err_mode = "quadrature (background error unknown: ERR unchanged)"
+            err_mode = "quadrature (background error unknown)"
         else:
             combined = np.square(err, dtype=np.float32)
             combined += np.square(extra, dtype=np.float32)
@@ -125,7 +125,7 @@ def subtract_background(
     header["BKGLEVEL"] = (float(default_level if level is None else level), "background level")
     header["BKGSUB"] = (True, "background subtracted from SCI")
     header["BKGMETH"] = (method, "background method")
-    header["BKGERRMD"] = (err_mode[:68], "ERR propagation rule")
+    header["BKGERRMD"] = (err_mode, "ERR rule")
     header["SKYSTVER"] = (__version__, "skystream version")
     for name, value in params.items():
         keyword, comment = _PARAM_KEYWORDS[name]
@@ -160,7 +160,7 @@ def _record_inputs(header: Any, inputs: Sequence[str]) -> None:
         return
     header["BKGNINP"] = (len(inputs), "exposures the background was made from")
     for index, name in enumerate(inputs[:99], start=1):
-        header[f"BKGINP{index:02d}"] = (str(name)[:68], "background input exposure")
+        header[f"BKGINP{index:02d}"] = str(name)[:68]
 
 
 def _parts(
