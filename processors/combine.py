@@ -24,7 +24,7 @@ def _iterations(maxiters: int | None) -> int:
 
 def _run(
     data: np.ndarray,
-    err2: np.ndarray | None,
+    err: np.ndarray | None,
     dq: np.ndarray | None,
     *,
     method: int,
@@ -38,8 +38,8 @@ def _run(
     pixels = flat.shape[1]
     var = (
         np.empty((0, pixels), np.float32)
-        if err2 is None
-        else np.ascontiguousarray(err2.reshape(n, -1), dtype=np.float32)
+        if err is None
+        else np.ascontiguousarray(err.reshape(n, -1), dtype=np.float32)
     )
     flags = (
         np.empty((0, pixels), np.uint32)
@@ -178,9 +178,9 @@ def combine_backgrounds(
         cube = np.stack([c.sci for c in collapsed])
         err = None if err is None else np.stack([np.asarray(c.err) for c in collapsed])
         dq = None if dq is None else np.stack([c.dq for c in collapsed])
-    err2 = None if err is None else np.square(np.asarray(err, dtype=np.float32))
+    errors = None if err is None else np.asarray(err)
     value, variance, flags, used = _run(
-        cube, err2, dq, method=COMBINE_CODES[combine], sigma=sigma, maxiters=iterations,
+        cube, errors, dq, method=COMBINE_CODES[combine], sigma=sigma, maxiters=iterations,
         k_err=k_err,
     )  # fmt: skip
     result = Exposure(sci=value, err=None if err is None else np.sqrt(variance), dq=flags)

@@ -23,7 +23,7 @@ class _Member:
 class RollingStack:
     """Bounded stack of background frames of one stack key, combined on demand.
 
-    Members live in preallocated ring planes (SCI, variance, DQ), so adding or expiring a
+    Members live in preallocated ring planes (SCI, ERR, DQ), so adding or expiring a
     member touches one plane and never rereads files; `combined` re-runs the compiled
     per-pixel combine over the occupied planes only when the membership changed since the
     last call. 3-D members are averaged over their integrations on arrival (JWST rateints
@@ -78,7 +78,7 @@ class RollingStack:
         self.k_err = k_err
         pixels = self.shape[0] * self.shape[1]
         self._sci = np.full((max_members, pixels), np.nan, dtype=np.float32)
-        self._var = np.zeros((max_members, pixels), dtype=np.float32)
+        self._err = np.zeros((max_members, pixels), dtype=np.float32)
         self._dq = np.zeros((max_members, pixels), dtype=np.uint32)
         self._members: dict[str, _Member] = {}
         self._cache: Exposure | None = None
@@ -86,7 +86,7 @@ class RollingStack:
     @property
     def nbytes(self) -> int:
         """Memory held by the member planes."""
-        return int(self._sci.nbytes + self._var.nbytes + self._dq.nbytes)
+        return int(self._sci.nbytes + self._err.nbytes + self._dq.nbytes)
 
     @property
     def depth(self) -> int:
@@ -133,7 +133,7 @@ class RollingStack:
             slot = self._members.pop(oldest).slot
         self._sci[slot] = frame.sci.reshape(-1)
         if frame.err is not None:
-            np.square(frame.err.reshape(-1), out=self._var[slot])
+            self._err[slot] = frame.err.reshape(-1)
         self._dq[slot] = frame.dq.reshape(-1)
         self._members[member_id] = _Member(slot, float(obs_time), frame.err is not None)
         self._cache = None
@@ -174,10 +174,10 @@ class RollingStack:
         out_var = np.empty(pixels, np.float32)
         out_dq = np.empty(pixels, np.uint32)
         out_n = np.empty(pixels, np.int32)
-        variance = self._var if err_known else np.empty((0, pixels), np.float32)
+        errors = self._err if err_known else np.empty((0, pixels), np.float32)
         iterations = 1_000_000 if self.maxiters is None else int(self.maxiters)
         combine_pixels(
-            self._sci, variance, self._dq, slots, COMBINE_CODES[self.combine], self.sigma,
+            self._sci, errors, self._dq, slots, COMBINE_CODES[self.combine], self.sigma,
             self.sigma, iterations, self.k_err, out, out_var, out_dq, out_n,
         )  # fmt: skip
         result = Exposure(

@@ -66,7 +66,7 @@ def _clip_sorted(values, n, sigma_low, sigma_high, maxiters, p1, p2):
 @nb.njit(nogil=True, cache=True)
 def combine_pixels(
     data,
-    err2,
+    err,
     dq,
     slots,
     method,
@@ -83,14 +83,15 @@ def combine_pixels(
 
     ``data`` is ``(capacity, P)`` and ``slots`` the rows in use (a rolling stack keeps its
     members in a ring and passes the occupied rows; a batch passes all of them);
-    ``err2`` is the same shape holding variances, or ``(0, P)`` when unknown; ``dq`` is
+    ``err`` is the same shape holding one-sigma errors (squared here, so no variance cube
+    is ever allocated), or ``(0, P)`` when unknown; ``dq`` is
     the same shape or ``(0, P)``. Writes the combined value, its variance (NaN when
     unknown), the OR of all members' DQ and the number of members used. A pixel with no
     finite member gets value 0 and variance 0, as in JWST.
     """
     n_members = slots.shape[0]
     n_pixels = data.shape[1]
-    has_err = err2.shape[0] > 0
+    has_err = err.shape[0] > 0
     has_dq = dq.shape[0] > 0
     column = np.empty(n_members, np.float64)
     members = np.empty(n_members, np.int64)
@@ -134,7 +135,7 @@ def combine_pixels(
             centre = _median_sorted(values, 0, n)
             kept = 0
             for j in range(n):
-                if abs(values[j] - centre) <= k_err * np.sqrt(err2[order[j], p]):
+                if abs(values[j] - centre) <= k_err * abs(err[order[j], p]):
                     values[kept] = values[j]
                     order[kept] = order[j]
                     kept += 1
@@ -177,7 +178,8 @@ def combine_pixels(
         if has_err:
             total = 0.0
             for j in range(a, b):
-                total += err2[order[j], p]
+                e = err[order[j], p]
+                total += e * e
             out_var[p] = total * efficiency * efficiency / (m * m)
         else:
             out_var[p] = np.nan
