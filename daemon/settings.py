@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.errors import Fatal
 from processors import bad_pixel_mask
-from processors.background import ENGINES, ESTIMATORS
-from processors.subtract import ERROR_MODES
+from processors.background import ENGINES, ESTIMATORS, Engine, Estimator
+from processors.subtract import ERROR_MODES, ErrorMode
 
 __all__ = ["ConfigError", "Settings", "load_settings", "merge_overrides", "settings_to_yaml"]
 
@@ -177,14 +177,16 @@ class BackgroundSettings(_Section):
         description="model: each exposure's own 2-D sky; stack: rolling stack of background "
         "exposures; rolling-sky: normalised sky of recent science frames.",
     )
-    engine: str = Field("fast", description=f"Background engine, one of {ENGINES}.")
+    engine: Engine = Field("fast", description=f"Background engine, one of {ENGINES}.")
     box_size: int | tuple[int, int] = Field(64, description="Mesh box size in pixels.")
     filter_size: int | tuple[int, int] = Field(3, description="Odd median filter size.")
     sigma_low: float = Field(3.0, gt=0, description="Lower clipping threshold [sigma].")
     sigma_high: float = Field(3.0, gt=0, description="Upper clipping threshold [sigma].")
     maxiters: int | None = Field(10, ge=1, description="Clipping iterations; null: converge.")
     cenfunc: Literal["median", "mean"] = Field("median", description="Clipping centre.")
-    estimator: str = Field("sextractor", description=f"Per-box estimator, one of {ESTIMATORS}.")
+    estimator: Estimator = Field(
+        "sextractor", description=f"Per-box estimator, one of {ESTIMATORS}."
+    )
     exclude_percentile: float = Field(
         10.0, ge=0, le=100, description="Exclude boxes with more than this % bad pixels."
     )
@@ -197,33 +199,12 @@ class BackgroundSettings(_Section):
         "the pixel (Liger/IRIS); '~DO_NOT_USE+NON_SCIENCE' = only those exclude; null = "
         "DQ unused.",
     )
-    errors: str = Field("quadrature", description=f"ERR propagation, one of {ERROR_MODES}.")
+    errors: ErrorMode = Field("quadrature", description=f"ERR propagation, one of {ERROR_MODES}.")
     bin_size: int = Field(128, ge=1, description="lsst engine: superpixel size in pixels.")
     order: int = Field(6, ge=0, description="lsst engine: Chebyshev order (reduced if needed).")
     weighting: bool = Field(True, description="lsst engine: inverse-variance weighted fit.")
     stack: StackSettings = StackSettings()
     rolling_sky: RollingSkySettings = RollingSkySettings()
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(f"must be one of {ENGINES}")
-        return value
-
-    @field_validator("estimator")
-    @classmethod
-    def _known_estimator(cls, value: str) -> str:
-        if value not in ESTIMATORS:
-            raise ValueError(f"must be one of {ESTIMATORS}")
-        return value
-
-    @field_validator("errors")
-    @classmethod
-    def _known_error_mode(cls, value: str) -> str:
-        if value not in ERROR_MODES:
-            raise ValueError(f"must be one of {ERROR_MODES}")
-        return value
 
     @field_validator("dqbits")
     @classmethod
