@@ -13,6 +13,8 @@ from processors.exposure import Exposure
 from processors.model import model_exposure_background
 from processors.rolling_sky import SkyMember, rolling_sky_background, sky_member
 from processors.simulate import FieldModel, simulate_exposure, simulate_night
+from processors.skymatch import SkyMatchResult, SkyMatchWarning, skymatch
+from processors.skystats import SkyStatistic, sky_statistic
 from processors.stack import RollingStack
 from processors.subarray import subarray_bounds, to_science_grid
 from processors.subtract import skip_background, subtract_background
@@ -36,6 +38,11 @@ __all__ = [
     "SkyMember",
     "sky_member",
     "rolling_sky_background",
+    "skymatch",
+    "SkyMatchResult",
+    "SkyMatchWarning",
+    "SkyStatistic",
+    "sky_statistic",
     "NoValidPixelsError",
     "FieldModel",
     "simulate_exposure",

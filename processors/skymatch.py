@@ -1,0 +1,376 @@
+"""Sky matching of overlapping images (the JWST/stcal methods).
+
+``local``, ``global``, ``match`` and ``global+match``, with overlaps measured in pixel
+space from each image's WCS and real good-pixel mask rather than footprint polygons.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from astropy.wcs import WCS
+
+from processors._version import __version__
+from processors.dq import bad_pixel_mask
+from processors.exposure import Exposure
+from processors.skystats import SkyStatistic
+
+__all__ = [
+    "PairStats",
+    "SkyImage",
+    "SkyMatchResult",
+    "SkyMatchWarning",
+    "measure_pair",
+    "prepare_sky_image",
+    "skymatch",
+    "solve_sky",
+]
+
+SkyMethod = Literal["local", "global", "match", "global+match"]
+_ALIASES = {"localmin": "local", "globalmin": "global", "globalmin+match": "global+match"}
+METHODS: tuple[str, ...] = ("local", "global", "match", "global+match", *_ALIASES)
+_TARGET_SAMPLES = 250_000  # pixels sampled per image and pair: plenty for a sky statistic
+
+
+class SkyMatchWarning(UserWarning):
+    """A group of images could only be matched within disconnected subsets."""
+
+
+@dataclass(frozen=True, eq=False)
+class SkyImage:
+    """One image prepared for matching: pixels, good-pixel mask, WCS and its prior sky.
+
+    Attributes
+    ----------
+    data : ndarray
+        2-D float32 science pixels.
+    mask : ndarray of bool
+        True where a pixel may be used (not flagged by ``dqbits``, finite).
+    wcs : `~astropy.wcs.WCS`
+        Celestial WCS.
+    initial_sky : float
+        Sky already subtracted by an earlier run (``BKGLEVEL`` when ``BKGSUB`` and
+        ``subtract``), else 0. Statistics are taken on the pixels as they are (already
+        reduced by it), and new levels are cumulative on top of it.
+    step : int
+        Sampling stride used when this image's pixels are mapped onto another image.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray
+    wcs: WCS
+    initial_sky: float
+    step: int
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """Sky of image ``a`` and of image ``b`` inside their common footprint, with weights."""
+
+    sky_a: float | None
+    npix_a: int
+    sky_b: float | None
+    npix_b: int
+
+
+@dataclass(frozen=True, eq=False)
+class SkyMatchResult:
+    """Per-image sky levels (None where the method could not determine one)."""
+
+    levels: list[float | None]
+    valid: list[bool]
+    method: str
+    subtract: bool
+    images: list[Exposure]
+
+
+def prepare_sky_image(exposure: Exposure, *, dqbits: int | str | None, subtract: bool) -> SkyImage:
+    """Validate an exposure for matching and build its `SkyImage`.
+
+    Raises
+    ------
+    ValueError
+        Without a celestial WCS, for 3-D data, or when an earlier run's ``BKGSUB`` differs
+        from ``subtract`` (the JWST consistency rule: a flipped ``subtract`` is refused).
+    """
+    if exposure.wcs is None or not exposure.wcs.has_celestial:
+        raise ValueError("skymatch needs a celestial WCS on every image")
+    if exposure.is_cube:
+        raise ValueError(f"skymatch works on 2-D images, got shape {exposure.shape}")
+    header = exposure.header
+    initial = 0.0
+    if "BKGLEVEL" in header and "BKGSUB" in header:
+        previous = bool(header["BKGSUB"])
+        if previous != subtract:
+            raise ValueError(
+                f"image was matched before with subtract={previous}; refusing subtract="
+                f"{subtract} (it would mix recorded and subtracted sky)"
+            )
+        if subtract:
+            initial = float(header["BKGLEVEL"])
+    mask = ~bad_pixel_mask(exposure.dq, dqbits) & np.isfinite(exposure.sci)
+    step = max(1, int(np.sqrt(exposure.sci.size / _TARGET_SAMPLES)))
+    return SkyImage(exposure.sci, mask, exposure.wcs.celestial, initial, step)
+
+
+def _footprint_box(a: SkyImage, b: SkyImage) -> tuple[int, int, int, int] | None:
+    """Bounding box of b's footprint in a's pixel grid (None if it misses a entirely)."""
+    ny, nx = b.data.shape
+    xs = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5, (nx - 1) / 2])
+    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5, (ny - 1) / 2])
+    ax, ay = a.wcs.world_to_pixel_values(*b.wcs.pixel_to_world_values(xs, ys))
+    if not (np.isfinite(ax).all() and np.isfinite(ay).all()):
+        return 0, a.data.shape[0], 0, a.data.shape[1]
+    y0 = max(int(np.floor(ay.min())) - 2, 0)
+    y1 = min(int(np.ceil(ay.max())) + 3, a.data.shape[0])
+    x0 = max(int(np.floor(ax.min())) - 2, 0)
+    x1 = min(int(np.ceil(ax.max())) + 3, a.data.shape[1])
+    return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
+
+
+def _overlap_values(a: SkyImage, others: Sequence[SkyImage]) -> np.ndarray:
+    """The good pixels of ``a`` (sampled) that land on a good pixel of any of ``others``."""
+    chosen = []
+    for b in others:
+        box = _footprint_box(a, b)
+        if box is None:
+            continue
+        y0, y1, x0, x1 = box
+        yy, xx = np.mgrid[y0 : y1 : a.step, x0 : x1 : a.step]
+        good = a.mask[yy, xx]
+        ys, xs = yy[good], xx[good]
+        bx, by = b.wcs.world_to_pixel_values(*a.wcs.pixel_to_world_values(xs, ys))
+        ix, iy = np.rint(bx), np.rint(by)
+        inside = (ix >= 0) & (iy >= 0) & (ix < b.data.shape[1]) & (iy < b.data.shape[0])
+        hit = np.zeros(ys.size, dtype=bool)
+        hit[inside] = b.mask[iy[inside].astype(np.int64), ix[inside].astype(np.int64)]
+        chosen.append(ys[hit] * a.data.shape[1] + xs[hit])
+    if not chosen:
+        return np.empty(0, dtype=np.float32)
+    flat = np.unique(np.concatenate(chosen))
+    return a.data.reshape(-1)[flat]
+
+
+def _measure(values: np.ndarray, step: int, stat: SkyStatistic) -> tuple[float | None, int]:
+    if values.size == 0:
+        return None, 0
+    try:
+        sky, npix = stat(values)
+    except ValueError:
+        return None, 0
+    return (float(sky), npix * step * step) if np.isfinite(sky) else (None, 0)
+
+
+def measure_pair(
+    group_a: Sequence[SkyImage], group_b: Sequence[SkyImage], stat: SkyStatistic
+) -> PairStats:
+    """Sky of each group inside the other's footprint, on its own pixels.
+
+    A group's value is the pixel-weighted mean of its members' statistics, each member
+    measured on its pixels that fall on a good pixel of any member of the other group
+    (so identical pointings, rotations and partial overlaps are all just pixel maps).
+    """
+
+    def side(own: Sequence[SkyImage], other: Sequence[SkyImage]) -> tuple[float | None, int]:
+        total, weight = 0.0, 0
+        for image in own:
+            sky, npix = _measure(_overlap_values(image, other), image.step, stat)
+            if sky is not None and npix > 0:
+                total += sky * npix
+                weight += npix
+        return (total / weight, weight) if weight else (None, 0)
+
+    sky_a, npix_a = side(group_a, group_b)
+    sky_b, npix_b = side(group_b, group_a)
+    return PairStats(sky_a, npix_a, sky_b, npix_b)
+
+
+def _local_sky(group: Sequence[SkyImage], stat: SkyStatistic) -> float | None:
+    """A group's own sky: the minimum over members of each member's whole-image sky."""
+    skies = []
+    for image in group:
+        sky, _ = _measure(image.data[image.mask], 1, stat)
+        if sky is not None:
+            skies.append(sky)
+    return min(skies) if skies else None
+
+
+def solve_sky(
+    n_groups: int,
+    pairs: dict[tuple[int, int], PairStats],
+    local: Sequence[float | None],
+    *,
+    skymethod: str,
+    match_down: bool = True,
+) -> tuple[list[float | None], list[bool]]:
+    """Sky increments per group from cached pair statistics and local skies.
+
+    ``match`` minimises ``sum Wm_ij**2 ((d_i - d_j) - (s_i^(j) - s_j^(i)))**2`` over valid
+    pairs (``Wm`` the mean pixel count of the pair) with the minimum-norm pseudo-inverse,
+    then shifts by the minimum (``match_down``) or maximum; ``global`` gives every group
+    the smallest local sky; ``global+match`` adds that smallest residual to the match.
+    """
+    method = _ALIASES.get(skymethod, skymethod)
+    if method not in ("local", "global", "match", "global+match"):
+        raise ValueError(f"skymethod must be one of {METHODS}, got {skymethod!r}")
+    increments: list[float | None] = [None] * n_groups
+    valid = [False] * n_groups
+    if "match" in method:
+        rows, rhs = [], []
+        matched = np.zeros(n_groups, dtype=bool)
+        for (i, j), p in pairs.items():
+            if p.sky_a is None or p.sky_b is None or p.npix_a <= 0 or p.npix_b <= 0:
+                continue
+            weight = 0.5 * (p.npix_a + p.npix_b)
+            row = np.zeros(n_groups)
+            row[i], row[j] = weight, -weight
+            rows.append(row)
+            rhs.append(weight * (p.sky_a - p.sky_b))
+            matched[[i, j]] = True
+        if rows:
+            design = np.array(rows)
+            rank = np.linalg.matrix_rank(design, 1e-12)
+            if rank < matched.sum() - 1:
+                warnings.warn(
+                    f"images form {int(matched.sum()) - rank} disconnected subsets; each is "
+                    "matched within itself",
+                    SkyMatchWarning,
+                    stacklevel=2,
+                )
+            deltas = np.linalg.pinv(design, rcond=1e-12) @ np.array(rhs)
+            finite = deltas[matched]
+            shift = finite.min() if match_down else finite.max()
+            for g in np.flatnonzero(matched):
+                increments[g] = float(deltas[g] - shift)
+                valid[g] = True
+    if method in ("local", "global", "global+match"):
+        residual = [
+            None if local[g] is None else local[g] - (increments[g] or 0.0)  # type: ignore[operator]
+            for g in range(n_groups)
+        ]
+        known = [r for r in residual if r is not None]
+        if method == "local":
+            increments = list(local)
+            valid = [v is not None for v in local]
+        elif known:
+            floor = min(known)
+            if method == "global":
+                increments = [floor] * n_groups
+            else:
+                increments = [(inc or 0.0) + floor for inc in increments]
+            valid = [True] * n_groups
+    return increments, valid
+
+
+def skymatch(
+    images: Sequence[Exposure],
+    *,
+    skymethod: str = "match",
+    skystat: str = "mode",
+    match_down: bool = True,
+    subtract: bool = False,
+    dqbits: int | str | None = "~DO_NOT_USE+NON_SCIENCE",
+    lower: float | None = None,
+    upper: float | None = None,
+    nclip: int = 5,
+    lsigma: float = 4.0,
+    usigma: float = 4.0,
+    binwidth: float = 0.1,
+    group_ids: Sequence[object] | None = None,
+) -> SkyMatchResult:
+    """Match the sky levels of overlapping images (JWST ``SkyMatchStep`` semantics).
+
+    Parameters
+    ----------
+    images : sequence of Exposure
+        2-D images with celestial WCS.
+    skymethod : {'match', 'global+match', 'local', 'global'}, optional
+        Also accepted: ``localmin``, ``globalmin``, ``globalmin+match``.
+    skystat : {'mode', 'median', 'mean', 'midpt'}, optional
+        Sky statistic (stsci.imagestats semantics, see `processors.skystats`).
+    match_down : bool, optional
+        The reference is the lowest sky (True) or the highest.
+    subtract : bool, optional
+        Subtract the levels from the pixels, or only record them.
+    dqbits : int, str or None, optional
+        DQ bits to ignore (astropy bit-flag syntax); by default only DO_NOT_USE and
+        NON_SCIENCE pixels are excluded.
+    lower, upper, nclip, lsigma, usigma, binwidth
+        Sky statistic parameters.
+    group_ids : sequence, optional
+        Images sharing an id (detectors of one exposure) get one common sky.
+
+    Returns
+    -------
+    SkyMatchResult
+        Levels (cumulative with any earlier subtraction), validity, and new exposures
+        with ``S_SKYMAT``, ``BKGLEVEL``, ``BKGSUB`` and ``BKGMETH`` (and subtracted pixels
+        when ``subtract``). An image that cannot be matched is ``SKIPPED``, never an
+        exception.
+
+    Raises
+    ------
+    ValueError
+        For invalid parameters, an image without WCS, or a flipped ``subtract``.
+    """
+    stat = SkyStatistic(skystat, lower, upper, nclip, lsigma, usigma, binwidth)  # type: ignore[arg-type]
+    method = _ALIASES.get(skymethod, skymethod)
+    if method not in ("local", "global", "match", "global+match"):
+        raise ValueError(f"skymethod must be one of {METHODS}, got {skymethod!r}")
+    prepared = [prepare_sky_image(e, dqbits=dqbits, subtract=subtract) for e in images]
+    ids = list(range(len(images))) if group_ids is None else list(group_ids)
+    if len(ids) != len(images):
+        raise ValueError(f"{len(ids)} group_ids for {len(images)} images")
+    order = list(dict.fromkeys(ids))
+    groups = [[prepared[k] for k, g in enumerate(ids) if g == gid] for gid in order]
+    pairs = {}
+    if "match" in method:
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                pairs[(i, j)] = measure_pair(groups[i], groups[j], stat)
+    local = [_local_sky(g, stat) for g in groups] if method != "match" else [None] * len(groups)
+    increments, valid = solve_sky(len(groups), pairs, local, skymethod=method,
+                                  match_down=match_down)  # fmt: skip
+    group_of = [order.index(g) for g in ids]
+    return apply_sky(
+        images,
+        prepared,
+        [increments[g] for g in group_of],
+        [valid[g] for g in group_of],
+        skymethod=method,
+        subtract=subtract,
+    )
+
+
+def apply_sky(
+    images: Sequence[Exposure],
+    prepared: Sequence[SkyImage],
+    increments: Sequence[float | None],
+    valid: Sequence[bool],
+    *,
+    skymethod: str,
+    subtract: bool,
+) -> SkyMatchResult:
+    """Record (and optionally subtract) solved sky increments on new exposures."""
+    levels: list[float | None] = []
+    out = []
+    for exposure, image, increment, ok in zip(images, prepared, increments, valid, strict=True):
+        header = exposure.header.copy()
+        header["S_SKYMAT"] = ("COMPLETE" if ok else "SKIPPED", "sky matching step")
+        if not ok or increment is None:
+            levels.append(None)
+            header.add_history(f"skystream {__version__}: sky matching skipped (no overlap)")
+            out.append(exposure.with_changes(header=header))
+            continue
+        level = image.initial_sky + increment
+        levels.append(level)
+        header["BKGLEVEL"] = (level, "sky level")
+        header["BKGSUB"] = (subtract, "sky subtracted from SCI")
+        header["BKGMETH"] = (skymethod, "sky matching method")
+        sci = exposure.sci - np.float32(increment) if subtract else exposure.sci
+        out.append(exposure.with_changes(sci=sci, header=header))
+    return SkyMatchResult(levels, list(valid), skymethod, subtract, out)
