@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-__all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS", "Retriable"]
+__all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS"]
 
 #: Bounded set of quarantine reasons (metric label values).
 QuarantineReason = Literal[
@@ -36,10 +36,6 @@ class InvalidInput(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason: QuarantineReason = reason
         self.detail = detail
-
-
-class Retriable(Exception):
-    """The world is briefly wrong (disk full, file not complete yet): back off and retry."""
 
 
 class Fatal(Exception):

@@ -87,10 +87,6 @@ class StackStore:
             self._keys[key] = KeyState(key)
         return self._keys[key]
 
-    def keys(self) -> list[str]:
-        """Keys with state."""
-        return list(self._keys)
-
     def new_stack(self, shape: tuple[int, int]) -> RollingStack:
         """An empty stack configured from the settings."""
         s = self.stack_settings
