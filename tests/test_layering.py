@@ -51,3 +51,21 @@ def test_processors_never_open_files() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         }
         assert "open" not in calls, path
+
+
+def test_every_subpackage_is_packaged() -> None:
+    """A plain ``pip install .`` must ship every package folder (not only editable installs)."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = PROCESSORS.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    packaged = set(find_packages(where=str(root), include=include))
+    folders = {
+        ".".join(p.parent.relative_to(root).parts)
+        for top in ("processors", "daemon")
+        for p in (root / top).rglob("__init__.py")
+    }
+    assert folders <= packaged
