@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Literal
@@ -12,7 +12,7 @@ import numpy as np
 
 from processors._validation import NoValidPixelsError, as_image, as_pair
 from processors.dq import bad_pixel_mask
-from processors.engines import EngineOutput
+from processors.engines import EngineOutput, MeshParameters
 from processors.engines.fast import fast_background
 from processors.engines.lsst import lsst_background
 from processors.engines.photutils_engine import photutils_background
@@ -219,35 +219,35 @@ def estimate_background(
         raise ValueError(f"dq shape {np.shape(dq)} does not match data shape {image.shape}")
 
     flags, badbits = _flags(image.shape, mask, dq, dqbits)
-    mesh_params: dict[str, Any] = {
-        "box": box,
-        "filter_size": filt,
-        "sigma_low": float(sigma_low),
-        "sigma_high": float(sigma_high),
-        "maxiters": maxiters,
-        "cenfunc": cenfunc,
-        "estimator": estimator,
-        "exclude_percentile": float(exclude_percentile),
-        "filter_threshold": filter_threshold,
-    }
+    mesh = MeshParameters(
+        box=box,
+        filter_size=filt,
+        sigma_low=float(sigma_low),
+        sigma_high=float(sigma_high),
+        maxiters=maxiters,
+        cenfunc=cenfunc,
+        estimator=estimator,
+        exclude_percentile=float(exclude_percentile),
+        filter_threshold=filter_threshold,
+    )
+    mesh_params = {k: v for k, v in asdict(mesh).items() if k != "box"}
     out: EngineOutput
     if engine == "photutils":
         bad = (flags & flags.dtype.type(badbits)).astype(bool) | ~np.isfinite(image)
         if bad.all():
             raise NoValidPixelsError("no unmasked finite pixels in the image")
-        out = photutils_background(image, bad, **mesh_params)
+        out = photutils_background(image, bad, mesh)
         params: dict[str, Any] = {"engine": engine, "box_size": box, **mesh_params}
     else:
         work = np.ascontiguousarray(image, dtype=np.float32)
         if engine == "fast":
-            out = fast_background(work, flags, badbits, **mesh_params)
+            out = fast_background(work, flags, badbits, mesh)
             params = {"engine": engine, "box_size": box, **mesh_params}
         else:
             out = lsst_background(
                 work, flags, badbits, bin_size=bin_size, order=order, weighting=weighting
             )
             params = {"engine": engine, "bin_size": bin_size, "weighting": weighting}
-    params.pop("box", None)
     params.update(out.params)
     good = out.ngood[out.ngood > 0]
     if good.size == 0:

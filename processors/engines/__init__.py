@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EngineOutput"]
+__all__ = ["EngineOutput", "MeshParameters"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,3 +38,18 @@ class EngineOutput:
     rms_mesh: np.ndarray
     ngood: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeshParameters:
+    """The parameters every mesh engine takes (photutils ``Background2D`` semantics)."""
+
+    box: tuple[int, int]
+    filter_size: tuple[int, int]
+    sigma_low: float
+    sigma_high: float
+    maxiters: int | None
+    cenfunc: str
+    estimator: str
+    exclude_percentile: float
+    filter_threshold: float | None

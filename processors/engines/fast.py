@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from processors._validation import NoValidPixelsError
-from processors.engines import EngineOutput
+from processors.engines import EngineOutput, MeshParameters
 from processors.engines._clip_kernel import ESTIMATOR_CODES, mesh_statistics
 from processors.engines._mesh import fill_excluded, median_filter_mesh, upsample
 
@@ -16,16 +16,7 @@ def fast_background(
     image: np.ndarray,
     flags: np.ndarray,
     badbits: int,
-    *,
-    box: tuple[int, int],
-    filter_size: tuple[int, int],
-    sigma_low: float,
-    sigma_high: float,
-    maxiters: int | None,
-    cenfunc: str,
-    estimator: str,
-    exclude_percentile: float,
-    filter_threshold: float | None,
+    mesh: MeshParameters,
 ) -> EngineOutput:
     """Background and RMS of an image with photutils ``Background2D`` semantics.
 
@@ -40,30 +31,33 @@ def fast_background(
     NoValidPixelsError
         If every box is excluded.
     """
-    iterations = 10_000 if maxiters is None else int(maxiters)
-    mesh, rms_mesh, ngood = mesh_statistics(
-        image, flags, flags.dtype.type(badbits), box[0], box[1], float(sigma_low),
-        float(sigma_high), iterations, cenfunc == "median", ESTIMATOR_CODES[estimator],
+    box = mesh.box
+    iterations = 10_000 if mesh.maxiters is None else int(mesh.maxiters)
+    values, rms_values, ngood = mesh_statistics(
+        image, flags, flags.dtype.type(badbits), box[0], box[1], float(mesh.sigma_low),
+        float(mesh.sigma_high), iterations, mesh.cenfunc == "median",
+        ESTIMATOR_CODES[mesh.estimator],
     )  # fmt: skip
     ny, nx = image.shape
-    heights = np.minimum(box[0], ny - np.arange(mesh.shape[0]) * box[0])
-    widths = np.minimum(box[1], nx - np.arange(mesh.shape[1]) * box[1])
+    heights = np.minimum(box[0], ny - np.arange(values.shape[0]) * box[0])
+    widths = np.minimum(box[1], nx - np.arange(values.shape[1]) * box[1])
     area = heights[:, None] * widths[None, :]
     if not ngood.any():
         raise NoValidPixelsError("no unmasked finite pixels in the image")
-    excluded = (ngood < (1.0 - exclude_percentile / 100.0) * area) | (ngood == 0)
+    excluded = (ngood < (1.0 - mesh.exclude_percentile / 100.0) * area) | (ngood == 0)
     if excluded.all():
         raise NoValidPixelsError(
-            f"every {box[0]}x{box[1]} box has too few good pixels after clipping "
-            f"(more than exclude_percentile={exclude_percentile:g} % masked or clipped)"
+            f"every {box[0]}x{box[1]} box has too few good pixels after clipping (more than "
+            f"exclude_percentile={mesh.exclude_percentile:g} % masked or clipped)"
         )
-    mesh, rms_mesh = fill_excluded(mesh, excluded, rms_mesh)
-    mesh, rms_mesh = median_filter_mesh(mesh, rms_mesh, filter_size, filter_threshold)
-
+    values, rms_values = fill_excluded(values, excluded, rms_values)
+    values, rms_values = median_filter_mesh(
+        values, rms_values, mesh.filter_size, mesh.filter_threshold
+    )
     return EngineOutput(
-        background=upsample(mesh, box, (ny, nx)),
-        rms_map=lambda: upsample(rms_mesh, box, (ny, nx)),
-        mesh=mesh,
-        rms_mesh=rms_mesh,
+        background=upsample(values, box, (ny, nx)),
+        rms_map=lambda: upsample(rms_values, box, (ny, nx)),
+        mesh=values,
+        rms_mesh=rms_values,
         ngood=ngood,
     )

@@ -16,7 +16,7 @@ from photutils.background import (
 )
 
 from processors._validation import NoValidPixelsError
-from processors.engines import EngineOutput
+from processors.engines import EngineOutput, MeshParameters
 
 __all__ = ["photutils_background"]
 
@@ -32,16 +32,7 @@ _ESTIMATORS = {
 def photutils_background(
     image: np.ndarray,
     bad: np.ndarray,
-    *,
-    box: tuple[int, int],
-    filter_size: tuple[int, int],
-    sigma_low: float,
-    sigma_high: float,
-    maxiters: int | None,
-    cenfunc: str,
-    estimator: str,
-    exclude_percentile: float,
-    filter_threshold: float | None,
+    mesh: MeshParameters,
 ) -> EngineOutput:
     """Run photutils ``Background2D`` (maps cast to the image's float type).
 
@@ -51,7 +42,10 @@ def photutils_background(
         If photutils excludes every box.
     """
     clip = SigmaClip(
-        sigma_lower=sigma_low, sigma_upper=sigma_high, maxiters=maxiters, cenfunc=cenfunc
+        sigma_lower=mesh.sigma_low,
+        sigma_upper=mesh.sigma_high,
+        maxiters=mesh.maxiters,
+        cenfunc=mesh.cenfunc,
     )
     try:
         with warnings.catch_warnings():
@@ -59,13 +53,13 @@ def photutils_background(
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             bkg = Background2D(
                 image,
-                box,
+                mesh.box,
                 mask=bad,
-                filter_size=filter_size,
-                filter_threshold=filter_threshold,
+                filter_size=mesh.filter_size,
+                filter_threshold=mesh.filter_threshold,
                 sigma_clip=clip,
-                bkg_estimator=_ESTIMATORS[estimator](sigma_clip=None),
-                exclude_percentile=exclude_percentile,
+                bkg_estimator=_ESTIMATORS[mesh.estimator](sigma_clip=None),
+                exclude_percentile=mesh.exclude_percentile,
             )
             background = np.asarray(bkg.background, dtype=image.dtype)
     except ValueError as exc:
