@@ -18,6 +18,7 @@ from daemon.fits_io import write_exposure
 from daemon.logs import configure_logging
 from daemon.service import Service
 from daemon.settings import ConfigError, Settings, load_settings, merge_overrides, settings_to_yaml
+from daemon.sources import RETRY
 from daemon.sources.batch import BatchSource
 from processors import FieldModel, simulate_exposure
 
@@ -100,10 +101,10 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
     )
     source = BatchSource(args.inputs)
     asyncio.run(_serve(Service(settings, source=source)))
-    failed = [path for path, outcome in source.outcomes.items() if outcome != "complete"]
+    failed = [p for p, outcome in source.outcomes.items() if outcome in ("quarantined", RETRY)]
     missing = len(args.inputs) - len(source.outcomes)
     print(
-        f"{len(source.outcomes) - len(failed)} processed, {len(failed)} quarantined"
+        f"{len(source.outcomes) - len(failed)} processed, {len(failed)} failed"
         + (f", {missing} not finished" if missing else ""),
         file=sys.stderr,
     )

@@ -23,7 +23,7 @@ from daemon.metrics import Metrics
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
-from daemon.sources import Delivery
+from daemon.sources import RETRY, Delivery
 from daemon.stacks import StackStore
 from processors import (
     Exposure,
@@ -133,8 +133,19 @@ class Pipeline:
                 await self._settle(delivery, key, exposure, timings)
             except InvalidInput as exc:
                 await self.reject(delivery, exc)
+            except OSError as exc:
+                await self._release(delivery, exc)
         finally:
             self._metrics.inflight.dec()
+
+    async def _release(self, delivery: Delivery, exc: OSError) -> None:
+        """Hand a delivery back unfinished; its source delivers it again later.
+
+        For state that could not be saved (disk full, folder gone): not the input's fault.
+        """
+        log.error("%s: %s; handed back for a retry", delivery.event.path.name, exc)
+        self._metrics.processed.labels(RETRY).inc()
+        await delivery.acknowledge(RETRY, None)
 
     async def cancel_waiting(self) -> int:
         """Abandon science exposures still waiting for a stack (they stay unacknowledged)."""
@@ -236,6 +247,14 @@ class Pipeline:
         self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
     ) -> None:
         """Choose the background, subtract, write the product and acknowledge."""
+        try:
+            await self._settle_once(delivery, key, exposure, timings)
+        except OSError as exc:
+            await self._release(delivery, exc)
+
+    async def _settle_once(
+        self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
+    ) -> None:
         event = delivery.event
         try:
             try:
@@ -252,7 +271,7 @@ class Pipeline:
                     )  # fmt: skip
             except NoValidPixelsError as exc:
                 raise InvalidInput("no_valid_pixels", f"{event.path.name}: {exc}") from exc
-            except InvalidInput:
+            except (InvalidInput, OSError):
                 raise
             except Exception as exc:
                 log.exception("processing failed for %s", event.path.name)

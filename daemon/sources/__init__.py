@@ -9,7 +9,10 @@ from typing import Protocol
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent
 
-__all__ = ["Delivery", "Source"]
+__all__ = ["RETRY", "Delivery", "Source"]
+
+#: Outcome that hands a delivery back unfinished: the source delivers it again later.
+RETRY = "retry"
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,8 +28,9 @@ class Delivery:
     arrived : float
         ``time.monotonic()`` when the source first saw it (latency starts here).
     acknowledge : callable
-        Awaited with the outcome (``complete`` or ``quarantined``) and the product path
-        once the outcome is durable; the source then forgets or commits it.
+        Awaited with the outcome (``complete``, ``skipped``, ``background`` or
+        ``quarantined``) and the product path once the outcome is durable; the source then
+        records or commits it. `RETRY` hands it back unfinished instead.
     problem : InvalidInput or None
         Set when the source already knows the input is bad (e.g. truncated).
     """

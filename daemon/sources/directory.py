@@ -29,7 +29,7 @@ from daemon.fits_io import check_fits_complete
 from daemon.ledger import Ledger, LedgerEntry
 from daemon.metrics import Metrics
 from daemon.settings import DirectorySourceSettings
-from daemon.sources import Delivery
+from daemon.sources import RETRY, Delivery
 
 __all__ = ["DirectorySource"]
 
@@ -301,6 +301,9 @@ class DirectorySource:
         self._metrics.received.labels(self.name).inc()
 
         async def acknowledge(outcome: str, product: str | None) -> None:
+            if outcome == RETRY:  # not finished: the next rescan delivers it again
+                self._in_flight.discard(look.path)
+                return
             await asyncio.to_thread(
                 self._ledger.record,
                 entry,

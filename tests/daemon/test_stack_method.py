@@ -235,3 +235,29 @@ async def test_rolling_sky_uses_recent_frames_and_survives_a_restart(tmp_path) -
     assert fourth["inputs_used"] == ["d0", "d1", "d2"]
     truth = frames[3].header["TRUESKY"]
     assert abs(fourth["background_level"] - truth) < 0.1 * frames[3].header["TRUENOIS"]
+
+
+async def test_state_that_cannot_be_saved_hands_the_exposure_back(tmp_path) -> None:
+    settings = _stack_settings(tmp_path)
+    inbox = settings.source.directory.path
+    stacks = settings.state.directory / "stacks"
+    async with running(settings) as service:
+        stacks.rmdir()
+        stacks.write_text("not a folder")  # saving stack state now fails with an OSError
+        drop_fits(inbox, "blocked_sky.fits", _sky(3.0, 1))
+        await wait_until(
+            lambda: (
+                metric(service, "skystream_exposures_processed_total", {"outcome": "retry"}) >= 1
+            )
+        )
+        assert not (settings.quarantine.directory / "blocked_sky.fits.reason.json").exists()
+        assert (inbox / "blocked_sky.fits").exists()
+        stacks.unlink()
+        stacks.mkdir()  # the operator fixes it; the rescan delivers the file again
+        await wait_until(
+            lambda: (
+                metric(service, "skystream_exposures_processed_total", {"outcome": "background"})
+                == 1
+            )
+        )
+    assert len(list(stacks.glob("*.json"))) == 1
