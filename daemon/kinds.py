@@ -12,10 +12,26 @@ from astropy.time import Time
 from daemon.events import ExposureEvent
 from daemon.settings import BackgroundRule
 
-__all__ = ["exposure_kind", "observation_time"]
+__all__ = ["exposure_kind", "matches_rule", "observation_time"]
 
 _MJD_UNIX_EPOCH = 40587.0
 _SECONDS_PER_DAY = 86400.0
+
+
+def _card_text(value: Any) -> str:
+    """A header value as FITS writes it (booleans are T and F)."""
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    return str(value).strip().upper()
+
+
+def matches_rule(rule: BackgroundRule, header: Any, uri: str) -> bool:
+    """True when a header keyword has one of the rule's values or the file name matches."""
+    for keyword, values in rule.header.items():
+        if keyword in header and _card_text(header[keyword]) in {v.upper() for v in values}:
+            return True
+    name = Path(uri).name
+    return any(fnmatch.fnmatch(name, pattern) for pattern in rule.filename)
 
 
 def exposure_kind(
@@ -28,14 +44,7 @@ def exposure_kind(
     """
     if "kind" in event.model_fields_set:
         return event.kind
-    for keyword, values in rule.header.items():
-        value = str(header.get(keyword, "")).strip().upper()
-        if value and value in {v.upper() for v in values}:
-            return "background"
-    name = Path(event.uri).name
-    if any(fnmatch.fnmatch(name, pattern) for pattern in rule.filename):
-        return "background"
-    return "science"
+    return "background" if matches_rule(rule, header, event.uri) else "science"
 
 
 def observation_time(event: ExposureEvent, header: Any, fallback: float) -> float:

@@ -14,7 +14,7 @@ from processors import __version__
 
 __all__ = ["OUTCOMES", "STAGES", "Metrics"]
 
-STAGES: tuple[str, ...] = ("read", "background", "combine", "subtract", "write")
+STAGES: tuple[str, ...] = ("read", "background", "combine", "subtract", "write", "skymatch")
 OUTCOMES: tuple[str, ...] = ("complete", "skipped", "background", "quarantined", "retry")
 SOURCES: tuple[str, ...] = ("directory", "batch")
 # Seconds-long CPU work: 10 ms to 60 s.
@@ -117,6 +117,22 @@ class Metrics:
             "skystream_stack_members_rejected",
             "Background exposures refused by a stack, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.skymatch_groups_open = Gauge(
+            "skystream_skymatch_groups_open",
+            "Mosaic groups being matched.",
+            registry=registry,
+        )
+        self.skymatch_group_images = Histogram(
+            "skystream_skymatch_group_images",
+            "Images per mosaic group when it closes.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
+        self.skymatch_residual = Gauge(
+            "skystream_skymatch_residual_rms",
+            "Weighted RMS of the pairwise sky differences left after the latest match.",
             registry=registry,
         )
         self.build_info = Info(

@@ -23,6 +23,7 @@ from daemon.metrics import Metrics
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
+from daemon.skymatch_groups import SkyMatchGroups
 from daemon.sources import RETRY, Delivery
 from daemon.stacks import StackStore
 from processors import (
@@ -66,6 +67,8 @@ class Pipeline:
         Stacks and sky templates per stack key.
     metrics : Metrics
         Counters, stage timings, latency, levels.
+    skymatch : SkyMatchGroups, optional
+        Mosaic groups that products join (when sky matching is enabled).
     on_product : callable, optional
         Called with each `ProductEvent` (the demo's progress display).
     """
@@ -79,6 +82,7 @@ class Pipeline:
         quarantine: Quarantine,
         store: StackStore,
         metrics: Metrics,
+        skymatch: SkyMatchGroups | None = None,
         on_product: Callable[[ProductEvent], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -88,6 +92,7 @@ class Pipeline:
         self._metrics = metrics
         self._on_product = on_product
         self._chooser = Chooser(settings, store, metrics)
+        self._skymatch = skymatch
         self._waiting: set[asyncio.Task[None]] = set()
 
     async def _in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -325,6 +330,11 @@ class Pipeline:
         )
         for note in choice.notes:
             log.info("%s: %s", event.path.name, note)
+        if self._skymatch is not None:
+            group = self._skymatch.group_of(event, product.header)
+            if group is not None:
+                last = self._skymatch.is_last(event, product.header)
+                await self._skymatch.add(group, event.exposure_id, str(path), product, last)
         outcome = "skipped" if status == "SKIPPED" else "complete"
         await delivery.acknowledge(outcome, str(path))
         self._metrics.processed.labels(outcome).inc()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +22,7 @@ from daemon.pipeline import Pipeline
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
+from daemon.skymatch_groups import SkyMatchGroups
 from daemon.sources import Source
 from daemon.sources.directory import DirectorySource
 from daemon.stacks import StackStore
@@ -68,6 +71,7 @@ class Service:
         self.lanes: Lanes | None = None
         self.health: HealthServer | None = None
         self._ledger: Ledger | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def request_stop(self) -> None:
         """Ask the service to drain in-flight work and stop (signal-handler safe)."""
@@ -102,6 +106,23 @@ class Service:
             move=settings.quarantine.move,
             fsync=settings.output.fsync,
         )
+        loop = asyncio.get_running_loop()
+
+        async def in_pool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
+
+        groups = (
+            SkyMatchGroups(
+                settings.skymatch,
+                output=settings.output.directory,
+                state=settings.state.directory,
+                metrics=self.metrics,
+                in_pool=in_pool,
+                fsync=settings.output.fsync,
+            )
+            if settings.skymatch.enabled
+            else None
+        )
         store = StackStore(
             settings.state.directory,
             settings.background.stack,
@@ -115,6 +136,7 @@ class Service:
             quarantine=quarantine,
             store=store,
             metrics=self.metrics,
+            skymatch=groups,
             on_product=self._on_product,
         )
         self.lanes = Lanes(
@@ -140,6 +162,9 @@ class Service:
             # meanwhile and /readyz says why it is not ready.
             await asyncio.to_thread(warm_up)
             await asyncio.to_thread(store.restore)
+            if groups is not None:
+                await asyncio.to_thread(groups.restore)
+                self._tasks.append(asyncio.create_task(self._close_idle(groups), name="skymatch"))
             await self.source.start()
             self._started.set()
             dispatcher = asyncio.create_task(
@@ -177,9 +202,20 @@ class Service:
         finally:
             stop.cancel()
 
+    async def _close_idle(self, groups: SkyMatchGroups) -> None:
+        period = min(5.0, self.settings.skymatch.close_after_seconds / 4)
+        while True:
+            await asyncio.sleep(period)
+            await groups.close_idle()
+
     async def _shutdown(
         self, dispatcher: asyncio.Task[None] | None, pool: ThreadPoolExecutor, pipeline: Pipeline
     ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.source is not None:
             await self.source.stop()
         if dispatcher is not None:

@@ -213,6 +213,47 @@ class BackgroundSettings(_Section):
         return value
 
 
+class SkyMatchSettings(_Section):
+    """Sky matching of the products of one mosaic group as they arrive."""
+
+    enabled: bool = Field(False, description="Match the sky of products per mosaic group.")
+    group_key: list[str] = Field(
+        ["ASN_ID"],
+        description="Header keywords forming the mosaic group (an event's group wins); "
+        "products without them are not matched.",
+    )
+    skymethod: Literal["match", "global+match", "local", "global"] = Field(
+        "match", description="JWST skymatch method."
+    )
+    skystat: Literal["mode", "median", "mean", "midpt"] = Field(
+        "mode", description="Sky statistic (stsci.imagestats semantics)."
+    )
+    match_down: bool = Field(True, description="Reference is the lowest sky (else highest).")
+    subtract: bool = Field(False, description="Subtract the levels from product pixels.")
+    dqbits: int | str | None = Field(
+        "~DO_NOT_USE+NON_SCIENCE", description="DQ bits to ignore (JWST skymatch default)."
+    )
+    lower: float | None = Field(None, description="Lowest pixel value used.")
+    upper: float | None = Field(None, description="Highest pixel value used.")
+    nclip: int = Field(5, ge=0, description="Clipping passes.")
+    lsigma: float = Field(4.0, gt=0, description="Lower clip [sigma].")
+    usigma: float = Field(4.0, gt=0, description="Upper clip [sigma].")
+    binwidth: float = Field(0.1, gt=0, description="Histogram bin [sigma] for mode/midpt.")
+    close_after_seconds: float = Field(
+        600.0, gt=0, description="A group closes when no member arrived for this long."
+    )
+    max_members: int = Field(50, ge=2, description="A group closes at this many members.")
+    end_when: BackgroundRule = Field(
+        BackgroundRule(), description="Header/file-name rule for a group's last exposure."
+    )
+
+    @field_validator("dqbits")
+    @classmethod
+    def _valid_dqbits(cls, value: int | str | None) -> int | str | None:
+        bad_pixel_mask(np.zeros(1, dtype=np.uint32), value)
+        return value
+
+
 class LaneSettings(_Section):
     """Per-stack-key ordered queues."""
 
@@ -258,6 +299,7 @@ class Settings(_Section):
     input: InputSettings = InputSettings()
     routing: RoutingSettings = RoutingSettings()
     background: BackgroundSettings = BackgroundSettings()
+    skymatch: SkyMatchSettings = SkyMatchSettings()
     lanes: LaneSettings = LaneSettings()
     workers: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -20,7 +20,9 @@ from processors.exposure import Exposure
 from processors.skystats import SkyStatistic
 
 __all__ = [
+    "JWST_KEYWORDS",
     "PairStats",
+    "SkyKeywords",
     "SkyImage",
     "SkyMatchResult",
     "SkyMatchWarning",
@@ -34,6 +36,23 @@ SkyMethod = Literal["local", "global", "match", "global+match"]
 _ALIASES = {"localmin": "local", "globalmin": "global", "globalmin+match": "global+match"}
 METHODS: tuple[str, ...] = ("local", "global", "match", "global+match", *_ALIASES)
 _TARGET_SAMPLES = 250_000  # pixels sampled per image and pair: plenty for a sky statistic
+
+
+@dataclass(frozen=True)
+class SkyKeywords:
+    """Header keywords that record a sky level, whether it was subtracted, and how.
+
+    JWST's (``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``) by default. A product that already
+    records a subtracted *background* under those names gets its skymatch result under
+    other names, so the two never blur (drizzlepac#58).
+    """
+
+    level: str = "BKGLEVEL"
+    subtracted: str = "BKGSUB"
+    method: str = "BKGMETH"
+
+
+JWST_KEYWORDS = SkyKeywords()
 
 
 class SkyMatchWarning(UserWarning):
@@ -88,14 +107,20 @@ class SkyMatchResult:
     images: list[Exposure]
 
 
-def prepare_sky_image(exposure: Exposure, *, dqbits: int | str | None, subtract: bool) -> SkyImage:
+def prepare_sky_image(
+    exposure: Exposure,
+    *,
+    dqbits: int | str | None,
+    subtract: bool,
+    keywords: SkyKeywords = JWST_KEYWORDS,
+) -> SkyImage:
     """Validate an exposure for matching and build its `SkyImage`.
 
     Raises
     ------
     ValueError
-        Without a celestial WCS, for 3-D data, or when an earlier run's ``BKGSUB`` differs
-        from ``subtract`` (the JWST consistency rule: a flipped ``subtract`` is refused).
+        Without a celestial WCS, for 3-D data, or when an earlier run recorded a different
+        ``subtract`` (the JWST consistency rule: a flipped ``subtract`` is refused).
     """
     if exposure.wcs is None or not exposure.wcs.has_celestial:
         raise ValueError("skymatch needs a celestial WCS on every image")
@@ -103,15 +128,15 @@ def prepare_sky_image(exposure: Exposure, *, dqbits: int | str | None, subtract:
         raise ValueError(f"skymatch works on 2-D images, got shape {exposure.shape}")
     header = exposure.header
     initial = 0.0
-    if "BKGLEVEL" in header and "BKGSUB" in header:
-        previous = bool(header["BKGSUB"])
+    if keywords.level in header and keywords.subtracted in header:
+        previous = bool(header[keywords.subtracted])
         if previous != subtract:
             raise ValueError(
                 f"image was matched before with subtract={previous}; refusing subtract="
                 f"{subtract} (it would mix recorded and subtracted sky)"
             )
         if subtract:
-            initial = float(header["BKGLEVEL"])
+            initial = float(header[keywords.level])
     mask = ~bad_pixel_mask(exposure.dq, dqbits) & np.isfinite(exposure.sci)
     step = max(1, int(np.sqrt(exposure.sci.size / _TARGET_SAMPLES)))
     return SkyImage(exposure.sci, mask, exposure.wcs.celestial, initial, step)
@@ -189,7 +214,7 @@ def measure_pair(
     return PairStats(sky_a, npix_a, sky_b, npix_b)
 
 
-def _local_sky(group: Sequence[SkyImage], stat: SkyStatistic) -> float | None:
+def local_sky(group: Sequence[SkyImage], stat: SkyStatistic) -> float | None:
     """A group's own sky: the minimum over members of each member's whole-image sky."""
     skies = []
     for image in group:
@@ -332,7 +357,7 @@ def skymatch(
         for i in range(len(groups)):
             for j in range(i + 1, len(groups)):
                 pairs[(i, j)] = measure_pair(groups[i], groups[j], stat)
-    local = [_local_sky(g, stat) for g in groups] if method != "match" else [None] * len(groups)
+    local = [local_sky(g, stat) for g in groups] if method != "match" else [None] * len(groups)
     increments, valid = solve_sky(len(groups), pairs, local, skymethod=method,
                                   match_down=match_down)  # fmt: skip
     group_of = [order.index(g) for g in ids]
@@ -354,6 +379,7 @@ def apply_sky(
     *,
     skymethod: str,
     subtract: bool,
+    keywords: SkyKeywords = JWST_KEYWORDS,
 ) -> SkyMatchResult:
     """Record (and optionally subtract) solved sky increments on new exposures."""
     levels: list[float | None] = []
@@ -368,9 +394,9 @@ def apply_sky(
             continue
         level = image.initial_sky + increment
         levels.append(level)
-        header["BKGLEVEL"] = (level, "sky level")
-        header["BKGSUB"] = (subtract, "sky subtracted from SCI")
-        header["BKGMETH"] = (skymethod, "sky matching method")
+        header[keywords.level] = (level, "sky level (skymatch)")
+        header[keywords.subtracted] = (subtract, "skymatch level subtracted from SCI")
+        header[keywords.method] = (skymethod, "sky matching method")
         sci = exposure.sci - np.float32(increment) if subtract else exposure.sci
         out.append(exposure.with_changes(sci=sci, header=header))
     return SkyMatchResult(levels, list(valid), skymethod, subtract, out)

@@ -1,0 +1,260 @@
+"""Streaming sky matching: products of one mosaic group matched as they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import InvalidInput
+from daemon.events import ExposureEvent
+from daemon.fits_io import read_exposure, write_exposure, write_json
+from daemon.kinds import matches_rule
+from daemon.metrics import Metrics
+from daemon.settings import SkyMatchSettings
+from processors import Exposure
+from processors.sky_matcher import SkyMatcher
+from processors.skymatch import PairStats, SkyKeywords, SkyMatchResult
+from processors.skystats import SkyStatistic
+
+__all__ = ["SKYMATCH_KEYWORDS", "SkyMatchGroups"]
+
+log = logging.getLogger("skystream.skymatch")
+
+#: Products already record their subtracted *background* as BKGLEVEL/BKGSUB/BKGMETH, so
+#: the skymatch result goes under its own names (S_SKYMAT is JWST's).
+SKYMATCH_KEYWORDS = SkyKeywords(level="SKYMLVL", subtracted="SKYMSUB", method="SKYMMETH")
+
+InPool = Callable[..., Awaitable[Any]]
+
+
+def _safe(name: str) -> str:
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class _Group:
+    name: str
+    matcher: SkyMatcher
+    products: dict[str, str] = field(default_factory=dict)  # exposure id -> product path
+    last_arrival: float = field(default_factory=time.time)
+    revision: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SkyMatchGroups:
+    """Open mosaic groups: match each arrival, publish provisional levels, close and write.
+
+    Each arrival measures only the pairs it forms (cached statistics for the rest), then
+    the group table ``<output>/skymatch/<group>.json`` is rewritten with the provisional
+    levels. A group closes on its end marker, at ``max_members``, or after
+    ``close_after_seconds`` without arrivals; its products are then rewritten atomically
+    with ``S_SKYMAT`` and the ``SKYM*`` level cards (and the level subtracted from their
+    pixels with ``subtract``). Open groups (members and cached pair statistics) are saved
+    in the state folder and rebuilt from the products at start.
+
+    Parameters
+    ----------
+    settings : SkyMatchSettings
+        Method, statistic and closing rules.
+    output : Path
+        Product folder (group tables go to ``skymatch/`` inside it).
+    state : Path
+        State folder (open groups go to ``skymatch/`` inside it).
+    metrics : Metrics
+        Skymatch metrics.
+    in_pool : callable
+        Runs blocking work in the service's worker pool.
+    fsync : bool
+        fsync written files.
+    """
+
+    def __init__(
+        self,
+        settings: SkyMatchSettings,
+        *,
+        output: Path,
+        state: Path,
+        metrics: Metrics,
+        in_pool: InPool,
+        fsync: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._tables = output / "skymatch"
+        self._state = state / "skymatch"
+        self._tables.mkdir(parents=True, exist_ok=True)
+        self._state.mkdir(parents=True, exist_ok=True)
+        self._metrics = metrics
+        self._in_pool = in_pool
+        self._fsync = fsync
+        self._groups: dict[str, _Group] = {}
+
+    def _matcher(self) -> SkyMatcher:
+        s = self._settings
+        return SkyMatcher(
+            stat=SkyStatistic(
+                s.skystat, s.lower, s.upper, s.nclip, s.lsigma, s.usigma, s.binwidth
+            ),
+            skymethod=s.skymethod,
+            match_down=s.match_down,
+            subtract=s.subtract,
+            dqbits=s.dqbits,
+            keywords=SKYMATCH_KEYWORDS,
+        )
+
+    def group_of(self, event: ExposureEvent, header: Any) -> str | None:
+        """The mosaic group of an exposure: the event's group, else the header keys."""
+        if event.group:
+            return event.group
+        values = [str(header.get(key, "")).strip() for key in self._settings.group_key]
+        return "/".join(values) if all(values) else None
+
+    def is_last(self, event: ExposureEvent, header: Any) -> bool:
+        """True when the end-marker rule says this is the group's last exposure."""
+        return matches_rule(self._settings.end_when, header, event.uri)
+
+    # -- arrivals ------------------------------------------------------------------------
+
+    async def add(
+        self, group: str, exposure_id: str, product_path: str, product: Exposure, last: bool
+    ) -> None:
+        """Match a new product into its group; close the group when the rules say so."""
+        state = self._groups.get(group)
+        if state is None:
+            state = self._groups[group] = _Group(group, self._matcher())
+        async with state.lock:
+            start = time.perf_counter()
+            try:
+                await self._in_pool(state.matcher.add, exposure_id, product)
+            except ValueError as exc:
+                log.warning("skymatch group %s: %s not matched (%s)", group, exposure_id, exc)
+                return
+            state.products[exposure_id] = product_path
+            state.last_arrival = time.time()
+            result = await self._in_pool(state.matcher.solve)
+            state.revision += 1
+            await self._in_pool(self._publish, state, result, False)
+            await self._in_pool(self._save, state)
+            self._metrics.stage_seconds.labels("skymatch").observe(time.perf_counter() - start)
+            self._metrics.skymatch_groups_open.set(len(self._groups))
+            rms = state.matcher.residual_rms(result)
+            if rms is not None:
+                self._metrics.skymatch_residual.set(rms)
+        if last or len(state.products) >= self._settings.max_members:
+            await self.close(group, "end marker" if last else "member limit")
+
+    async def close_idle(self, now: float | None = None) -> list[str]:
+        """Close groups without arrivals for ``close_after_seconds``; return their names."""
+        now = time.time() if now is None else now
+        idle = [
+            name
+            for name, g in self._groups.items()
+            if now - g.last_arrival >= self._settings.close_after_seconds
+        ]
+        for name in idle:
+            await self.close(name, "idle timeout")
+        return idle
+
+    async def close(self, group: str, reason: str) -> None:
+        """Final levels into every product of the group, then forget it."""
+        state = self._groups.get(group)
+        if state is None:
+            return
+        async with state.lock:
+            result = await self._in_pool(state.matcher.solve)
+            await self._in_pool(self._finalise, state, result)
+            state.revision += 1
+            await self._in_pool(self._publish, state, result, True)
+            (self._state / f"{_safe(group)}.json").unlink(missing_ok=True)
+            self._groups.pop(group, None)
+        self._metrics.skymatch_groups_open.set(len(self._groups))
+        self._metrics.skymatch_group_images.observe(len(state.products))
+        log.info("skymatch group %s closed (%s): %d image(s)", group, reason,
+                 len(state.products))  # fmt: skip
+
+    # -- files (worker threads) ----------------------------------------------------------
+
+    def _publish(self, state: _Group, result: SkyMatchResult, closed: bool) -> None:
+        members = [
+            {"exposure_id": image_id, "product": state.products.get(image_id),
+             "level": level, "valid": ok}
+            for image_id, level, ok in zip(state.matcher.members, result.levels, result.valid,
+                                           strict=True)
+        ]  # fmt: skip
+        write_json(
+            {"schema": "skystream.skymatch/1", "group": state.name, "revision": state.revision,
+             "closed": closed, "method": result.method, "subtract": result.subtract,
+             "members": members},
+            self._tables / f"{_safe(state.name)}.json",
+            fsync=self._fsync,
+        )  # fmt: skip
+
+    def _finalise(self, state: _Group, result: SkyMatchResult) -> None:
+        for image_id, matched in zip(state.matcher.members, result.images, strict=True):
+            path = Path(state.products[image_id])
+            on_disk = read_exposure(path)
+            header = on_disk.header.copy()
+            for key in ("S_SKYMAT", *asdict(SKYMATCH_KEYWORDS).values()):
+                if key in matched.header:
+                    header[key] = (matched.header[key], matched.header.comments[key])
+            sci = matched.sci if result.subtract else on_disk.sci
+            write_exposure(on_disk.with_changes(sci=sci, header=header), path,
+                           fsync=self._fsync)  # fmt: skip
+            sidecar = path.with_suffix(".json")
+            if sidecar.exists():
+                summary = json.loads(sidecar.read_text())
+                summary["skymatch"] = {
+                    "group": state.name,
+                    "status": header["S_SKYMAT"],
+                    "level": header.get(SKYMATCH_KEYWORDS.level),
+                    "subtracted": result.subtract,
+                    "method": result.method,
+                }
+                write_json(summary, sidecar, fsync=self._fsync)
+
+    def _save(self, state: _Group) -> None:
+        pairs = [{"a": a, "b": b, **asdict(p)} for (a, b), p in state.matcher.pairs.items()]
+        write_json(
+            {"group": state.name, "products": state.products, "pairs": pairs,
+             "members": {m: str(g.group) for m, g in state.matcher.members.items()},
+             "last_arrival": state.last_arrival, "revision": state.revision},
+            self._state / f"{_safe(state.name)}.json",
+            fsync=self._fsync,
+        )  # fmt: skip
+
+    def restore(self) -> list[str]:
+        """Rebuild the open groups from their saved state and products (blocking)."""
+        problems = []
+        for path in sorted(self._state.glob("*.json")):
+            saved = json.loads(path.read_text())
+            state = _Group(saved["group"], self._matcher())
+            pairs = {
+                (p["a"], p["b"]): PairStats(p["sky_a"], p["npix_a"], p["sky_b"], p["npix_b"])
+                for p in saved["pairs"]
+            }
+            for image_id, product in saved["products"].items():
+                try:
+                    state.matcher.add(
+                        image_id,
+                        read_exposure(Path(product)),
+                        group=saved["members"].get(image_id),
+                        pairs=pairs,
+                    )
+                    state.products[image_id] = product
+                except (ValueError, OSError, InvalidInput) as exc:
+                    problems.append(f"skymatch group {state.name}: {image_id} dropped ({exc})")
+            state.last_arrival = saved["last_arrival"]
+            state.revision = saved["revision"]
+            if state.products:
+                self._groups[state.name] = state
+        for problem in problems:
+            log.warning(problem)
+        self._metrics.skymatch_groups_open.set(len(self._groups))
+        return problems

@@ -1,0 +1,121 @@
+"""Streaming skymatch in the daemon: provisional tables, closing, restart, batch equality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from daemon.fits_io import read_exposure
+from processors import Exposure, skymatch
+from tests.conftest import drop_fits, running, test_settings, wait_until
+
+pytestmark = pytest.mark.asyncio
+
+OFFSETS = [0.0, 2.0, -1.0, 3.0]
+CORNERS = [(0, 0), (0, 300), (150, 150), (200, 500)]
+
+
+def _tiles(spitzer_path: Path) -> list[Exposure]:
+    with fits.open(spitzer_path) as hdul:
+        data = hdul[0].data.astype(np.float32)
+        wcs = WCS(hdul[0].header)
+    tiles = []
+    for index, ((y0, x0), offset) in enumerate(zip(CORNERS, OFFSETS, strict=True)):
+        tile_wcs = wcs.deepcopy()
+        tile_wcs.wcs.crpix = tile_wcs.wcs.crpix - np.array([x0, y0])
+        header = fits.Header()
+        header["ASN_ID"] = "mosaic-1"
+        header["SKYEND"] = index == len(CORNERS) - 1
+        cut = data[y0 : y0 + 300, x0 : x0 + 325] + np.float32(offset)
+        tiles.append(Exposure(cut, header=header, wcs=tile_wcs))
+    return tiles
+
+
+def _settings(tmp_path: Path, **skymatch):
+    # The stack method with no background frames passes exposures through unsubtracted,
+    # so the tiles keep their offsets for skymatch to find.
+    return test_settings(
+        tmp_path,
+        background={"method": "stack", "stack": {"when_insufficient": "skip"}},
+        skymatch={"enabled": True, "skystat": "median", "nclip": 3, "lsigma": 3,
+                  "usigma": 3, "end_when": {"header": {"SKYEND": ["T"]}}, **skymatch},
+    )  # fmt: skip
+
+
+def _table(settings) -> dict:
+    tables = list((settings.output.directory / "skymatch").glob("*.json"))
+    return json.loads(tables[0].read_text()) if tables else {}
+
+
+async def test_group_is_matched_as_it_arrives_and_closed_by_its_end_marker(
+    tmp_path, spitzer_path
+) -> None:
+    settings = _settings(tmp_path)
+    inbox, out = settings.source.directory.path, settings.output.directory
+    tiles = _tiles(spitzer_path)
+    async with running(settings):
+        for index, tile in enumerate(tiles):
+            drop_fits(inbox, f"t{index}.fits", tile)
+            await wait_until(lambda n=index: _table(settings).get("revision", 0) >= n + 1)
+            if index < len(tiles) - 1:
+                assert _table(settings)["closed"] is False
+                assert len(_table(settings)["members"]) == index + 1
+        await wait_until(lambda: _table(settings).get("closed") is True)
+    table = _table(settings)
+    levels = np.array([m["level"] for m in table["members"]])
+    noise = float(np.nanstd(tiles[0].sci[150:250, 100:200]))
+    assert np.abs((levels - levels[0]) - np.array(OFFSETS)).max() < 0.1 * noise
+
+    products = [read_exposure(out / f"t{i}_bsub.fits") for i in range(len(tiles))]
+    for product, level in zip(products, levels, strict=True):
+        assert product.header["S_SKYMAT"] == "COMPLETE"
+        assert product.header["SKYMLVL"] == pytest.approx(level)
+        assert product.header["SKYMSUB"] is False
+        assert product.header["SKYMMETH"] == "match"
+        assert product.header["S_BKDSUB"] == "SKIPPED"  # the background record is untouched
+    batch = skymatch(products, skymethod="match", skystat="median", nclip=3, lsigma=3,
+                     usigma=3)  # fmt: skip
+    np.testing.assert_allclose(levels, batch.levels, atol=1e-6)
+    sidecar = json.loads((out / "t2_bsub.json").read_text())
+    assert sidecar["skymatch"]["level"] == pytest.approx(levels[2])
+    assert not list((settings.state.directory / "skymatch").glob("*.json"))
+
+
+async def test_restart_mid_group_continues(tmp_path, spitzer_path) -> None:
+    settings = _settings(tmp_path)
+    inbox = settings.source.directory.path
+    tiles = _tiles(spitzer_path)
+    async with running(settings):
+        for index in range(2):
+            drop_fits(inbox, f"r{index}.fits", tiles[index])
+            await wait_until(lambda n=index: _table(settings).get("revision", 0) >= n + 1)
+    assert list((settings.state.directory / "skymatch").glob("*.json"))
+    async with running(settings):
+        for index in range(2, len(tiles)):
+            drop_fits(inbox, f"r{index}.fits", tiles[index])
+        await wait_until(lambda: _table(settings).get("closed") is True)
+    levels = np.array([m["level"] for m in _table(settings)["members"]])
+    assert [m["exposure_id"] for m in _table(settings)["members"]] == ["r0", "r1", "r2", "r3"]
+    noise = float(np.nanstd(tiles[0].sci[150:250, 100:200]))
+    assert np.abs((levels - levels[0]) - np.array(OFFSETS)).max() < 0.1 * noise
+
+
+async def test_idle_group_closes_and_subtract_reduces_the_pixels(tmp_path, spitzer_path) -> None:
+    settings = _settings(tmp_path, subtract=True, close_after_seconds=0.6, match_down=True)
+    inbox, out = settings.source.directory.path, settings.output.directory
+    tiles = _tiles(spitzer_path)[:2]
+    tiles[1].header["SKYEND"] = False
+    async with running(settings):
+        for index, tile in enumerate(tiles):
+            drop_fits(inbox, f"i{index}.fits", tile)
+        await wait_until(lambda: _table(settings).get("closed") is True, timeout=20)
+    levels = [m["level"] for m in _table(settings)["members"]]
+    assert min(levels) == pytest.approx(0.0, abs=1e-9)  # match_down: the lowest is 0
+    product = read_exposure(out / "i1_bsub.fits")
+    assert product.header["SKYMSUB"] is True
+    np.testing.assert_allclose(product.sci, tiles[1].sci - np.float32(levels[1]), rtol=1e-6)
