@@ -116,7 +116,7 @@ def main() -> None:
             theirs, theirs_time = _jwst_levels(data, pointings, args.size, method)
             diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))  # type: ignore[operator]
             print(
-                f"| {count} × {args.size}² | {method} | {ours_time:.2f} s | {theirs_time:.2f} s "
+                f"| {count} x {args.size}² | {method} | {ours_time:.2f} s | {theirs_time:.2f} s "
                 f"| {theirs_time / ours_time:.1f}x | {diff:.4f} "
                 f"| {', '.join(f'{v:.3f}' for v in ours)} "
                 f"| {', '.join(f'{v:.3f}' for v in theirs)} |",
