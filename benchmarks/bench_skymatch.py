@@ -58,10 +58,10 @@ def _gwcs(ra: float, dec: float, size: int):
     return wcs
 
 
-def _images(count: int, size: int) -> tuple[list[np.ndarray], list[float], list]:
+def _images(count: int, size: int, noise: float) -> tuple[list[np.ndarray], list[float], list]:
     rng = np.random.default_rng(0)
     offsets = [1.5 * k for k in range(count)]
-    base = rng.normal(0, 0.1, (size, size)).astype(np.float32)
+    base = rng.normal(0, noise, (size, size)).astype(np.float32)
     data = [(10.0 + off + base).astype(np.float32) for off in offsets]
     return data, offsets, _pointings(count, size)
 
@@ -95,18 +95,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--counts", type=int, nargs="+", default=[4, 9])
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument(
+        "--noise", type=float, nargs="+", default=[0.0, 0.1],
+        help="pixel noise; 0 gives the noiseless offsets the levels are compared on",
+    )  # fmt: skip
     args = parser.parse_args()
     import logging
 
     logging.getLogger("stpipe").setLevel(logging.ERROR)
     logging.getLogger("jwst").setLevel(logging.ERROR)
     print(
-        "| images | method | skystream | jwst SkyMatchStep | speed-up | max level "
+        "| images | noise | method | skystream | jwst SkyMatchStep | speed-up | max level "
         "difference | skystream levels | jwst levels |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for count in args.counts:
-        data, _, pointings = _images(count, args.size)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for noise, count in [(n, c) for n in args.noise for c in args.counts]:
+        data, _, pointings = _images(count, args.size, noise)
         exposures = [Exposure(d, wcs=_astropy_wcs(ra, dec, args.size))
                      for d, (ra, dec) in zip(data, pointings, strict=True)]  # fmt: skip
         for method in ("match", "global+match"):
@@ -116,7 +120,8 @@ def main() -> None:
             theirs, theirs_time = _jwst_levels(data, pointings, args.size, method)
             diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))  # type: ignore[operator]
             print(
-                f"| {count} x {args.size}² | {method} | {ours_time:.2f} s | {theirs_time:.2f} s "
+                f"| {count} x {args.size}² | {noise:g} | {method} | {ours_time:.2f} s "
+                f"| {theirs_time:.2f} s "
                 f"| {theirs_time / ours_time:.1f}x | {diff:.4f} "
                 f"| {', '.join(f'{v:.3f}' for v in ours)} "
                 f"| {', '.join(f'{v:.3f}' for v in theirs)} |",
@@ -124,7 +129,7 @@ def main() -> None:
             )
     print("\n| arrival | pairs measured | update (add + solve) |")
     print("|---|---|---|")
-    data, _, pointings = _images(max(args.counts), args.size)
+    data, _, pointings = _images(max(args.counts), args.size, max(args.noise))
     matcher = SkyMatcher(stat=SkyStatistic("mode"), skymethod="match")
     for index, (pixels, (ra, dec)) in enumerate(zip(data, pointings, strict=True)):
         start = time.perf_counter()

@@ -254,10 +254,14 @@ def measure_pair(
 
 
 def local_sky(group: Sequence[SkyImage], stat: SkyStatistic) -> float | None:
-    """A group's own sky: the minimum over members of each member's whole-image sky."""
+    """A group's own sky: the minimum over members of each member's whole-image sky.
+
+    Measured on the same sampling grid as the overlaps.
+    """
     skies = []
     for image in group:
-        sky, _ = _measure(image.data[image.mask], 1, stat)
+        grid = (slice(None, None, image.step), slice(None, None, image.step))
+        sky, _ = _measure(image.data[grid][image.mask[grid]], image.step, stat)
         if sky is not None:
             skies.append(sky)
     return min(skies) if skies else None
