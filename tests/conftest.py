@@ -101,6 +101,18 @@ def metric(service: Service, name: str, labels: dict[str, str] | None = None) ->
     return 0.0 if value is None else value
 
 
+async def wait_for_count(
+    service: Service, name: str, labels: dict[str, str], value: float, timeout: float = 30.0
+) -> None:
+    """Wait for a counter: a product is durable a moment before its input is counted."""
+
+    def reached() -> bool:
+        return metric(service, name, labels) >= value
+
+    await wait_until(reached, timeout)
+    assert metric(service, name, labels) == value
+
+
 def products_in(folder: Path) -> list[Path]:
     return sorted(folder.glob("*_bsub.fits"))
 

@@ -19,6 +19,7 @@ from tests.conftest import (
     running,
     small_exposure,
     test_settings,
+    wait_for_count,
     wait_until,
 )
 
@@ -91,6 +92,8 @@ async def test_each_bad_input_is_quarantined_with_its_reason(tmp_path: Path) -> 
 
         await wait_until(all_reasons_written, timeout=30)
         await wait_until(lambda: len(products_in(settings.output.directory)) == 1)
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "quarantined"}, len(BAD_INPUTS))  # fmt: skip
         expected: dict[str, int] = {}
         for name, (_, reason) in BAD_INPUTS.items():
             record = json.loads((quarantine / f"{name}.reason.json").read_text())

@@ -12,6 +12,7 @@ from tests.conftest import (
     running,
     small_exposure,
     test_settings,
+    wait_for_count,
     wait_until,
 )
 
@@ -38,6 +39,9 @@ async def test_metrics_endpoint_reports_the_stream(tmp_path) -> None:
         await wait_until(lambda: len(products_in(settings.output.directory)) == 3)
         reason_file = settings.quarantine.directory / "junk.fits.reason.json"
         await wait_until(reason_file.exists)
+        processed = "skystream_exposures_processed_total"
+        await wait_for_count(service, processed, {"outcome": "complete"}, 3)
+        await wait_for_count(service, processed, {"outcome": "quarantined"}, 1)
 
         async with http.get(f"{base}/metrics") as response:
             assert response.status == 200
