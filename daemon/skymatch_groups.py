@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -17,6 +16,7 @@ from daemon.events import ExposureEvent
 from daemon.fits_io import read_exposure, write_exposure, write_json
 from daemon.kinds import matches_rule
 from daemon.metrics import Metrics
+from daemon.names import safe_file_name
 from daemon.settings import SkyMatchSettings
 from processors import Exposure
 from processors.sky_matcher import SkyMatcher
@@ -32,11 +32,6 @@ log = logging.getLogger("skystream.skymatch")
 SKYMATCH_KEYWORDS = SkyKeywords(level="SKYMLVL", subtracted="SKYMSUB", method="SKYMMETH")
 
 InPool = Callable[..., Awaitable[Any]]
-
-
-def _safe(name: str) -> str:
-    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
-    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 @dataclass
@@ -172,7 +167,7 @@ class SkyMatchGroups:
             await self._in_pool(self._finalise, state, result)
             state.revision += 1
             await self._in_pool(self._publish, state, result, True)
-            (self._state / f"{_safe(group)}.json").unlink(missing_ok=True)
+            (self._state / f"{safe_file_name(group)}.json").unlink(missing_ok=True)
             self._groups.pop(group, None)
         self._metrics.skymatch_groups_open.set(len(self._groups))
         self._metrics.skymatch_group_images.observe(len(state.products))
@@ -192,7 +187,7 @@ class SkyMatchGroups:
             {"schema": "skystream.skymatch/1", "group": state.name, "revision": state.revision,
              "closed": closed, "method": result.method, "subtract": result.subtract,
              "members": members},
-            self._tables / f"{_safe(state.name)}.json",
+            self._tables / f"{safe_file_name(state.name)}.json",
             fsync=self._fsync,
         )  # fmt: skip
 
@@ -225,7 +220,7 @@ class SkyMatchGroups:
             {"group": state.name, "products": state.products, "pairs": pairs,
              "members": {m: str(g.group) for m, g in state.matcher.members.items()},
              "last_arrival": state.last_arrival, "revision": state.revision},
-            self._state / f"{_safe(state.name)}.json",
+            self._state / f"{safe_file_name(state.name)}.json",
             fsync=self._fsync,
         )  # fmt: skip
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import logging
@@ -17,18 +16,13 @@ import numpy as np
 
 from daemon.errors import InvalidInput
 from daemon.fits_io import read_exposure, write_json
+from daemon.names import safe_file_name
 from daemon.settings import RollingSkySettings, StackSettings
 from processors import Exposure, RollingStack, SkyMember
 
 __all__ = ["StackStore"]
 
 log = logging.getLogger("skystream.stacks")
-
-
-def _file_name(key: str) -> str:
-    """A safe, stable file name for a stack key (keys hold '/' and header values)."""
-    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:60]
-    return f"{readable}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 @dataclass
@@ -102,7 +96,7 @@ class StackStore:
         members = {m: state.members[m] for m in (state.stack.member_ids if state.stack else [])}
         write_json(
             {"key": state.key, "members": members},
-            self._stack_dir / f"{_file_name(state.key)}.json",
+            self._stack_dir / f"{safe_file_name(state.key)}.json",
             fsync=self._fsync,
         )
 
@@ -117,7 +111,7 @@ class StackStore:
             arrays[f"level_{index}"] = np.array(member.level)
             arrays[f"box_{index}"] = np.array(member.box_size)
         np.savez(buffer, **arrays)
-        path = self._sky_dir / f"{_file_name(state.key)}.npz"
+        path = self._sky_dir / f"{safe_file_name(state.key)}.npz"
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)
