@@ -6,7 +6,7 @@ notebook and safe to call from several threads at once.
 
 from processors._validation import NoValidPixelsError
 from processors._version import __version__
-from processors.background import BackgroundResult, estimate_background, warm_up
+from processors.background import BackgroundResult, estimate_background
 from processors.combine import collapse_integrations, combine_backgrounds
 from processors.dq import DQ, bad_pixel_mask
 from processors.exposure import Exposure
@@ -18,6 +18,7 @@ from processors.skystats import SkyStatistic, sky_statistic
 from processors.stack import RollingStack
 from processors.subarray import subarray_bounds, to_science_grid
 from processors.subtract import skip_background, subtract_background
+from processors.warmup import warm_up
 
 __all__ = [
     "__version__",

@@ -17,7 +17,7 @@ from processors.engines.fast import fast_background
 from processors.engines.lsst import lsst_background
 from processors.engines.photutils_engine import photutils_background
 
-__all__ = ["ENGINES", "ESTIMATORS", "BackgroundResult", "estimate_background", "warm_up"]
+__all__ = ["ENGINES", "ESTIMATORS", "BackgroundResult", "estimate_background"]
 
 Estimator = Literal["sextractor", "biweight", "median", "mean", "mode"]
 Engine = Literal["fast", "photutils", "lsst"]
@@ -263,17 +263,3 @@ def estimate_background(
         params=MappingProxyType(params),
         _rms_map=out.rms_map,
     )
-
-
-def warm_up() -> None:
-    """Compile (or load from cache) every numerical kernel, for both flag array kinds.
-
-    The daemon calls this before it reports ready, so the first exposure does not pay
-    for compilation.
-    """
-    image = np.ones((64, 64), dtype=np.float32)
-    image[0, 0] = 2.0
-    dq = np.zeros(image.shape, dtype=np.uint32)
-    for engine in ("fast", "lsst"):
-        estimate_background(image, dq=dq, box_size=16, bin_size=16, engine=engine)
-        estimate_background(image, mask=dq > 0, box_size=16, bin_size=16, engine=engine)

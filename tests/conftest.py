@@ -18,10 +18,20 @@ from prometheus_client import CollectorRegistry
 from daemon.fits_io import write_exposure
 from daemon.service import Service
 from daemon.settings import Settings, load_settings, merge_overrides
-from processors import Exposure, simulate_exposure
+from processors import Exposure, simulate_exposure, warm_up
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPITZER = SHARED_DATA / "spitzer_irac_galactic_plane.fits"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Compile the numba kernels once, before any test starts a daemon with a timeout.
+
+    A fresh checkout has no kernel cache yet, and compiling takes longer than a daemon
+    test waits for its service to start.
+    """
+    warm_up()
 
 
 @pytest.fixture
@@ -88,7 +98,7 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Service]:
     service = Service(settings, registry=CollectorRegistry(), **kwargs)
     task = asyncio.create_task(service.run())
     try:
-        await asyncio.wait_for(service.wait_started(), 15)
+        await asyncio.wait_for(service.wait_started(), 60)
         yield service
     finally:
         service.request_stop()
