@@ -16,6 +16,9 @@ QuarantineReason = Literal[
     "no_valid_pixels",
     "unreadable",
     "stack_mismatch",
+    "malformed_event",
+    "oversized_event",
+    "outside_roots",
     "processing_error",
 ]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)

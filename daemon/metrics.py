@@ -16,7 +16,7 @@ __all__ = ["OUTCOMES", "STAGES", "Metrics"]
 
 STAGES: tuple[str, ...] = ("read", "background", "combine", "subtract", "write", "skymatch")
 OUTCOMES: tuple[str, ...] = ("complete", "skipped", "background", "quarantined", "retry")
-SOURCES: tuple[str, ...] = ("directory", "batch")
+SOURCES: tuple[str, ...] = ("directory", "batch", "kafka")
 # Seconds-long CPU work: 10 ms to 60 s.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

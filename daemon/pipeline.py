@@ -23,6 +23,7 @@ from daemon.metrics import Metrics
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
+from daemon.sinks.kafka import ProductPublisher
 from daemon.skymatch_groups import SkyMatchGroups
 from daemon.sources import RETRY, Delivery
 from daemon.stacks import StackStore
@@ -69,6 +70,8 @@ class Pipeline:
         Counters, stage timings, latency, levels.
     skymatch : SkyMatchGroups, optional
         Mosaic groups that products join (when sky matching is enabled).
+    publisher : ProductPublisher, optional
+        Where product events go (Kafka); acknowledged before the input is.
     on_product : callable, optional
         Called with each `ProductEvent` (the demo's progress display).
     """
@@ -83,6 +86,7 @@ class Pipeline:
         store: StackStore,
         metrics: Metrics,
         skymatch: SkyMatchGroups | None = None,
+        publisher: ProductPublisher | None = None,
         on_product: Callable[[ProductEvent], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -93,6 +97,7 @@ class Pipeline:
         self._on_product = on_product
         self._chooser = Chooser(settings, store, metrics)
         self._skymatch = skymatch
+        self._publisher = publisher
         self._waiting: set[asyncio.Task[None]] = set()
 
     async def _in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -335,6 +340,8 @@ class Pipeline:
             if group is not None:
                 last = self._skymatch.is_last(event, product.header)
                 await self._skymatch.add(group, event.exposure_id, str(path), product, last)
+        if self._publisher is not None:
+            await self._publisher.publish(summary.model_copy(update={"timings": timings}), key)
         outcome = "skipped" if status == "SKIPPED" else "complete"
         await delivery.acknowledge(outcome, str(path))
         self._metrics.processed.labels(outcome).inc()

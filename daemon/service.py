@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,9 +22,11 @@ from daemon.pipeline import Pipeline
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
+from daemon.sinks.kafka import ProductPublisher
 from daemon.skymatch_groups import SkyMatchGroups
 from daemon.sources import Source
 from daemon.sources.directory import DirectorySource
+from daemon.sources.kafka import KafkaSource
 from daemon.stacks import StackStore
 from processors import warm_up
 
@@ -72,6 +74,7 @@ class Service:
         self.health: HealthServer | None = None
         self._ledger: Ledger | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def request_stop(self) -> None:
         """Ask the service to drain in-flight work and stop (signal-handler safe)."""
@@ -129,6 +132,15 @@ class Service:
             settings.background.rolling_sky,
             fsync=settings.output.fsync,
         )
+        publisher = (
+            ProductPublisher(
+                settings.source.kafka.bootstrap_servers,
+                settings.output.product_topic,
+                settings.source.kafka.client_id,
+            )
+            if settings.output.product_topic
+            else None
+        )
         pipeline = Pipeline(
             settings,
             pool=pool,
@@ -137,6 +149,7 @@ class Service:
             store=store,
             metrics=self.metrics,
             skymatch=groups,
+            publisher=publisher,
             on_product=self._on_product,
         )
         self.lanes = Lanes(
@@ -144,6 +157,8 @@ class Service:
         )
         if self._source_override is not None:
             self.source = self._source_override
+        elif settings.source.kind == "kafka":
+            self.source = KafkaSource(settings.source.kafka, self.metrics)
         else:
             self._ledger = Ledger(settings.state.directory / "ledger.sqlite")
             self.source = DirectorySource(settings.source.directory, self._ledger, self.metrics)
@@ -162,6 +177,9 @@ class Service:
             # meanwhile and /readyz says why it is not ready.
             await asyncio.to_thread(warm_up)
             await asyncio.to_thread(store.restore)
+            if publisher is not None:
+                await publisher.start()
+                self._closers.append(publisher.stop)
             if groups is not None:
                 await asyncio.to_thread(groups.restore)
                 self._tasks.append(asyncio.create_task(self._close_idle(groups), name="skymatch"))
@@ -230,6 +248,8 @@ class Service:
         if waiting:
             log.info("%d exposure(s) waiting for a stack left for the next start", waiting)
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        for close in reversed(self._closers):
+            await close()
         if self.health is not None:
             await self.health.stop()
         if self._ledger is not None:

@@ -60,14 +60,41 @@ class DirectorySourceSettings(_Section):
     )
 
 
+class KafkaSourceSettings(_Section):
+    """Consume ExposureEvents (claim checks pointing at files) from a Kafka topic."""
+
+    bootstrap_servers: list[str] = Field(["localhost:9092"], description="Kafka brokers.")
+    topic: str = Field("skystream.exposures", description="Topic of ExposureEvents.")
+    group_id: str = Field("skystream", description="Consumer group (replicas share it).")
+    client_id: str = Field("skystream", description="Client id shown to the brokers.")
+    dead_letter_topic: str = Field(
+        "skystream.dead-letter", description="Malformed or refused events go here."
+    )
+    allowed_roots: list[Path] = Field(
+        [Path(".")], description="Event URIs must resolve (symlinks too) inside one of these."
+    )
+    max_event_bytes: int = Field(65536, ge=256, description="Larger events are refused.")
+    session_timeout_ms: int = Field(10000, ge=1000, description="Consumer session timeout.")
+    heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat.")
+    max_poll_interval_ms: int = Field(300000, ge=1000, description="Longest gap between polls.")
+
+
 class SourceSettings(_Section):
     """Where exposures come from."""
 
+    kind: Literal["directory", "kafka"] = Field(
+        "directory", description="directory: watch a folder; kafka: consume events."
+    )
     directory: DirectorySourceSettings = DirectorySourceSettings()
+    kafka: KafkaSourceSettings = KafkaSourceSettings()
 
 
 class OutputSettings(_Section):
-    """Where products go."""
+    """Where products go (and, optionally, where their events are published)."""
+
+    product_topic: str | None = Field(
+        None, description="Kafka topic for ProductEvents (brokers from source.kafka); null: none."
+    )
 
     directory: Path = Field(Path("products"), description="Product folder.")
     suffix: str = Field("_bsub", description="Appended to the input stem for the product.")
@@ -315,7 +342,12 @@ class Settings(_Section):
         return merge_overrides(
             self,
             {
-                "source": {"directory": {"path": absolute(self.source.directory.path)}},
+                "source": {
+                    "directory": {"path": absolute(self.source.directory.path)},
+                    "kafka": {
+                        "allowed_roots": [absolute(p) for p in self.source.kafka.allowed_roots]
+                    },
+                },
                 "output": {"directory": absolute(self.output.directory)},
                 "quarantine": {"directory": absolute(self.quarantine.directory)},
                 "state": {"directory": absolute(self.state.directory)},

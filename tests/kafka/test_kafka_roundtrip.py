@@ -1,0 +1,147 @@
+"""Kafka in, Kafka out, against a real broker: claim checks, commits, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from daemon.fits_io import write_exposure
+from tests.conftest import (
+    metric,
+    products_in,
+    running,
+    small_exposure,
+    test_settings,
+    wait_for_count,
+    wait_until,
+)
+
+pytestmark = pytest.mark.asyncio
+
+CLIENT = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+
+
+def _kafka_settings(tmp_path: Path, bootstrap: str, **kafka):
+    topic = f"exposures-{uuid.uuid4().hex[:8]}"
+    return test_settings(
+        tmp_path,
+        source={"kind": "kafka", "kafka": {
+            "bootstrap_servers": [bootstrap], "topic": topic, "group_id": f"g-{topic}",
+            "dead_letter_topic": f"dead-{topic}", "allowed_roots": [str(tmp_path / "data")],
+            **CLIENT, **kafka}},
+        output={"product_topic": f"products-{topic}"},
+    )  # fmt: skip
+
+
+async def _send(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def _read(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[dict]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"reader-{uuid.uuid4().hex[:6]}", **CLIENT)  # fmt: skip
+    await consumer.start()
+    records: list[dict] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    records.extend(json.loads(m.value) for m in messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _event(exposure_id: str, path: Path) -> bytes:
+    return json.dumps({"schema": "skystream.exposure/1", "exposure_id": exposure_id,
+                       "uri": f"file://{path}"}).encode()  # fmt: skip
+
+
+async def test_events_in_products_and_product_events_out_committed(tmp_path, bootstrap) -> None:
+    settings = _kafka_settings(tmp_path, bootstrap)
+    data = tmp_path / "data"
+    data.mkdir()
+    count = 8
+    for index in range(count):
+        write_exposure(small_exposure(index, size=64), data / f"k{index}.fits")
+    kafka = settings.source.kafka
+    events_in = [(b"SIMCAM/SIM1/J", _event(f"k{i}", data / f"k{i}.fits")) for i in range(count)]
+    await _send(bootstrap, kafka.topic, events_in)
+    async with running(settings) as service:
+        await wait_until(lambda: len(products_in(settings.output.directory)) == count, 60)
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "complete"}, count)  # fmt: skip
+    names = sorted(p.name for p in products_in(settings.output.directory))
+    assert names == sorted(f"k{i}_bsub.fits" for i in range(count))
+    events = await _read(bootstrap, settings.output.product_topic, count)
+    assert {e["exposure_id"] for e in events} == {f"k{i}" for i in range(count)}
+    assert all(e["schema"] == "skystream.product/1" and e["status"] == "COMPLETE" for e in events)
+
+    # Committed: a restart in the same group processes nothing again.
+    async with running(settings) as service:
+        await asyncio.sleep(4)  # a group join and a few polls
+        assert metric(service, "skystream_exposures_received_total", {"source": "kafka"}) == 0
+
+
+async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
+    tmp_path, bootstrap
+) -> None:
+    settings = _kafka_settings(tmp_path, bootstrap, max_event_bytes=2048)
+    data = tmp_path / "data"
+    data.mkdir()
+    good = data / "good.fits"
+    write_exposure(small_exposure(1, size=64), good)
+    outside = tmp_path / "elsewhere.fits"
+    write_exposure(small_exposure(2, size=64), outside)
+    link = data / "sneaky.fits"
+    link.symlink_to(outside)
+    bad = [
+        (b"not json at all", "malformed_event"),
+        (
+            json.dumps(
+                {"schema": "skystream.exposure/9", "exposure_id": "x", "uri": str(good)}
+            ).encode(),
+            "malformed_event",
+        ),
+        (_event("o", outside), "outside_roots"),
+        (_event("t", data / ".." / "elsewhere.fits"), "outside_roots"),
+        (_event("l", link), "outside_roots"),
+        (
+            json.dumps(
+                {"exposure_id": "big", "uri": str(good), "meta": {"x": "y" * 5000}}
+            ).encode(),
+            "oversized_event",
+        ),
+    ]
+    messages = [(b"k", raw) for raw, _ in bad] + [(b"k", _event("good", good))]
+    await _send(bootstrap, settings.source.kafka.topic, messages)
+    async with running(settings) as service:
+        await wait_until(lambda: len(products_in(settings.output.directory)) == 1, 60)
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "complete"}, 1)  # fmt: skip
+        assert metric(service, "skystream_exposures_quarantined_total",
+                      {"reason": "outside_roots"}) == 3  # fmt: skip
+    letters = await _read(bootstrap, settings.source.kafka.dead_letter_topic, len(bad))
+    assert [r["reason"] for r in letters] == [reason for _, reason in bad]
+    assert all(r["detail"] for r in letters)
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
+                                group_id=settings.source.kafka.group_id, **CLIENT)  # fmt: skip
+    await consumer.start()
+    try:
+        committed = await consumer.committed(TopicPartition(settings.source.kafka.topic, 0))
+    finally:
+        await consumer.stop()
+    assert committed == len(messages)
