@@ -12,12 +12,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
+from daemon.announce import announce_files
 from daemon.demo import run_demo
 from daemon.errors import Fatal
 from daemon.fits_io import write_exposure
 from daemon.logs import configure_logging
+from daemon.pipeline import stack_key_of
 from daemon.service import Service
-from daemon.settings import ConfigError, Settings, load_settings, merge_overrides, settings_to_yaml
+from daemon.settings import (
+    ConfigError,
+    RoutingSettings,
+    Settings,
+    load_settings,
+    merge_overrides,
+    settings_to_yaml,
+)
 from daemon.sources import RETRY
 from daemon.sources.batch import BatchSource
 from processors import FieldModel, simulate_exposure
@@ -27,6 +36,7 @@ __all__ = ["main"]
 log = logging.getLogger("skystream.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+DEFAULT_STACK_KEY = list(RoutingSettings().stack_key)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--size", type=int, default=1024, help="image side in pixels")
     simulate.add_argument("--seed", type=int, default=1, help="random seed of the night")
     simulate.add_argument("--nints", type=int, help="write 3-D exposures of NINTS integrations")
+    simulate.add_argument(
+        "--kafka", metavar="BOOTSTRAP", help="also publish an ExposureEvent per file to Kafka"
+    )
+    simulate.add_argument("--topic", default="skystream.exposures", help="topic for --kafka")
 
     demo = commands.add_parser("demo", help="simulate a night and run the daemon on it")
     demo.add_argument("--count", type=int, default=8, help="number of exposures")
@@ -118,13 +132,18 @@ def _simulate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     field = FieldModel.random(args.seed)
     print(f"{'file':<20} {'true sky':>9} {'noise':>7}")
+    written = []
     for index in range(args.count):
         exposure = simulate_exposure(
             index, size=args.size, seed=args.seed, field=field, nints=args.nints
         )
         name = f"sim_{index:04d}.fits"
         write_exposure(exposure, args.out / name)
+        written.append((args.out / name, stack_key_of(exposure.header, DEFAULT_STACK_KEY)))
         print(f"{name:<20} {exposure.header['TRUESKY']:>9.3f} {exposure.header['TRUENOIS']:>7.3f}")
+    if args.kafka:
+        sent = asyncio.run(announce_files(args.kafka, args.topic, written))
+        print(f"{sent} ExposureEvent(s) published to {args.topic} on {args.kafka}")
     return EXIT_OK
 
 

@@ -145,3 +145,21 @@ async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
     finally:
         await consumer.stop()
     assert committed == len(messages)
+
+
+async def test_simulate_publishes_events_the_daemon_processes(tmp_path, bootstrap) -> None:
+    from daemon.cli import main
+
+    settings = _kafka_settings(tmp_path, bootstrap)
+    data = tmp_path / "data"
+    topic = settings.source.kafka.topic
+    code = await asyncio.to_thread(
+        main, ["simulate", "--out", str(data), "--count", "3", "--size", "128",
+               "--kafka", bootstrap, "--topic", topic],
+    )  # fmt: skip
+    assert code == 0
+    async with running(settings):
+        await wait_until(lambda: len(products_in(settings.output.directory)) == 3, 60)
+    events = await _read(bootstrap, settings.output.product_topic, 3)
+    assert sorted(e["exposure_id"] for e in events) == ["sim_0000", "sim_0001", "sim_0002"]
+    assert {e["stack_key"] for e in events} == {"SIMCAM/SIM1/J"}
