@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +26,6 @@ from processors import (
 __all__ = ["Choice", "Chooser"]
 
 log = logging.getLogger("skystream.backgrounds")
-T = TypeVar("T")
 Stage = Callable[..., Awaitable[Any]]
 
 

@@ -5,20 +5,31 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.errors import Fatal
 from processors import bad_pixel_mask
 from processors.background import ENGINES, ESTIMATORS, Engine, Estimator
+from processors.combine import Combine
+from processors.skystats import SkyStat
 from processors.subtract import ERROR_MODES, ErrorMode
 
 __all__ = ["ConfigError", "Settings", "load_settings", "merge_overrides", "settings_to_yaml"]
 
 ENV_PREFIX = "SKYSTREAM_"
+
+
+def _check_dqbits(value: int | str | None) -> int | str | None:
+    bad_pixel_mask(np.zeros(1, dtype=np.uint32), value)
+    return value
+
+
+#: A DQ bit-flag expression (astropy syntax, JWST names), checked when the config loads.
+DqBits = Annotated[int | str | None, AfterValidator(_check_dqbits)]
 
 
 class ConfigError(Fatal):
@@ -165,9 +176,7 @@ class StackSettings(_Section):
         None, gt=0, description="Members older than this (observation time) are dropped."
     )
     min_members: int = Field(1, ge=1, description="Fewest members to subtract the stack.")
-    combine: Literal["jwst", "median", "biweight", "error-clip"] = Field(
-        "jwst", description="Combination rule (jwst: 3-sigma clipped mean)."
-    )
+    combine: Combine = Field("jwst", description="Combination rule (jwst: 3-sigma clipped mean).")
     sigma: float = Field(3.0, gt=0, description="Clipping threshold for jwst.")
     maxiters: int | None = Field(None, ge=1, description="Clip iterations; null: converge.")
     k_err: float = Field(3.0, gt=0, description="error-clip threshold in units of ERR.")
@@ -190,9 +199,7 @@ class RollingSkySettings(_Section):
 
     members: int = Field(5, ge=1, description="Recent frames kept per stack key.")
     min_members: int = Field(2, ge=1, description="Fewest other frames to use a template.")
-    combine: Literal["jwst", "median", "biweight", "error-clip"] = Field(
-        "jwst", description="Combination rule for the normalised skies."
-    )
+    combine: Combine = Field("jwst", description="Combination rule for the normalised skies.")
     sigma: float = Field(3.0, gt=0, description="Clipping threshold for jwst.")
 
 
@@ -220,7 +227,7 @@ class BackgroundSettings(_Section):
     filter_threshold: float | None = Field(
         None, description="Median-filter only mesh cells above this value; null: all."
     )
-    dqbits: int | str | None = Field(
+    dqbits: DqBits = Field(
         0,
         description="DQ bits to IGNORE (astropy bit-flag syntax): 0 = any set bit excludes "
         "the pixel (Liger/IRIS); '~DO_NOT_USE+NON_SCIENCE' = only those exclude; null = "
@@ -232,12 +239,6 @@ class BackgroundSettings(_Section):
     weighting: bool = Field(True, description="lsst engine: inverse-variance weighted fit.")
     stack: StackSettings = StackSettings()
     rolling_sky: RollingSkySettings = RollingSkySettings()
-
-    @field_validator("dqbits")
-    @classmethod
-    def _valid_dqbits(cls, value: int | str | None) -> int | str | None:
-        bad_pixel_mask(np.zeros(1, dtype=np.uint32), value)
-        return value
 
 
 class SkyMatchSettings(_Section):
@@ -252,12 +253,10 @@ class SkyMatchSettings(_Section):
     skymethod: Literal["match", "global+match", "local", "global"] = Field(
         "match", description="JWST skymatch method."
     )
-    skystat: Literal["mode", "median", "mean", "midpt"] = Field(
-        "mode", description="Sky statistic (stsci.imagestats semantics)."
-    )
+    skystat: SkyStat = Field("mode", description="Sky statistic (stsci.imagestats semantics).")
     match_down: bool = Field(True, description="Reference is the lowest sky (else highest).")
     subtract: bool = Field(False, description="Subtract the levels from product pixels.")
-    dqbits: int | str | None = Field(
+    dqbits: DqBits = Field(
         "~DO_NOT_USE+NON_SCIENCE", description="DQ bits to ignore (JWST skymatch default)."
     )
     lower: float | None = Field(None, description="Lowest pixel value used.")
@@ -273,12 +272,6 @@ class SkyMatchSettings(_Section):
     end_when: BackgroundRule = Field(
         BackgroundRule(), description="Header/file-name rule for a group's last exposure."
     )
-
-    @field_validator("dqbits")
-    @classmethod
-    def _valid_dqbits(cls, value: int | str | None) -> int | str | None:
-        bad_pixel_mask(np.zeros(1, dtype=np.uint32), value)
-        return value
 
 
 class LaneSettings(_Section):

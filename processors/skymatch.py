@@ -9,7 +9,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from astropy.wcs import WCS
@@ -32,7 +31,6 @@ __all__ = [
     "solve_sky",
 ]
 
-SkyMethod = Literal["local", "global", "match", "global+match"]
 _ALIASES = {"localmin": "local", "globalmin": "global", "globalmin+match": "global+match"}
 METHODS: tuple[str, ...] = ("local", "global", "match", "global+match", *_ALIASES)
 _TARGET_SAMPLES = 250_000  # pixels sampled per image and pair: plenty for a sky statistic
