@@ -192,23 +192,17 @@ class SkyMatchGroups:
         )  # fmt: skip
 
     def _finalise(self, state: _Group, result: SkyMatchResult) -> None:
+        """Rewrite each product with its final level (the matcher holds the products)."""
         for image_id, matched in zip(state.matcher.members, result.images, strict=True):
             path = Path(state.products[image_id])
-            on_disk = read_exposure(path)
-            header = on_disk.header.copy()
-            for key in ("S_SKYMAT", *asdict(SKYMATCH_KEYWORDS).values()):
-                if key in matched.header:
-                    header[key] = (matched.header[key], matched.header.comments[key])
-            sci = matched.sci if result.subtract else on_disk.sci
-            write_exposure(on_disk.with_changes(sci=sci, header=header), path,
-                           fsync=self._fsync)  # fmt: skip
+            write_exposure(matched, path, fsync=self._fsync)
             sidecar = path.with_suffix(".json")
             if sidecar.exists():
                 summary = json.loads(sidecar.read_text())
                 summary["skymatch"] = {
                     "group": state.name,
-                    "status": header["S_SKYMAT"],
-                    "level": header.get(SKYMATCH_KEYWORDS.level),
+                    "status": matched.header["S_SKYMAT"],
+                    "level": matched.header.get(SKYMATCH_KEYWORDS.level),
                     "subtracted": result.subtract,
                     "method": result.method,
                 }
