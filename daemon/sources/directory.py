@@ -36,17 +36,6 @@ __all__ = ["DirectorySource"]
 log = logging.getLogger("skystream.source.directory")
 
 
-@dataclass
-class _Pending:
-    """A file seen but not yet handed on."""
-
-    first_seen: float
-    last_change: float
-    size: int = -1
-    mtime_ns: int = -1
-    writer_done: bool = False  # a close-after-write or rename-into-place event was seen
-
-
 @dataclass(frozen=True)
 class _Look:
     """What a worker thread found when it examined one pending file."""
@@ -56,6 +45,18 @@ class _Look:
     mtime_ns: int = -1
     state: str = "gone"  # complete | incomplete | not_fits | unreadable | gone
     detail: str = ""
+
+
+@dataclass
+class _Pending:
+    """A file seen but not yet handed on."""
+
+    first_seen: float
+    last_change: float
+    size: int = -1
+    mtime_ns: int = -1
+    writer_done: bool = False  # a close-after-write or rename-into-place event was seen
+    look: _Look | None = None  # the last examination, reused while the file is unchanged
 
 
 class _Hints(FileSystemEventHandler):
@@ -226,10 +227,14 @@ class DirectorySource:
             await asyncio.sleep(self._settings.rescan_seconds)
 
     @staticmethod
-    def _examine(paths: list[str]) -> list[_Look]:
-        """Stat and completeness-check pending files (worker thread)."""
+    def _examine(items: list[tuple[str, _Look | None]]) -> list[_Look]:
+        """Stat pending files; completeness-check those that changed (worker thread).
+
+        A file whose size and mtime are those of its previous examination keeps that
+        verdict, so files waiting behind a busy pipeline are not reread every tick.
+        """
         looks = []
-        for path in paths:
+        for path, previous in items:
             try:
                 info = os.stat(path)
             except FileNotFoundError:
@@ -240,6 +245,13 @@ class DirectorySource:
                 continue
             except OSError as exc:
                 looks.append(_Look(path, state="unreadable", detail=str(exc)))
+                continue
+            if (
+                previous is not None
+                and previous.state in ("complete", "incomplete", "not_fits")
+                and (previous.size, previous.mtime_ns) == (info.st_size, info.st_mtime_ns)
+            ):
+                looks.append(previous)
                 continue
             try:
                 state, detail = check_fits_complete(Path(path))
@@ -257,7 +269,8 @@ class DirectorySource:
             if not self._pending:
                 continue
             order = sorted(self._pending, key=lambda p: self._pending[p].first_seen)
-            looks = await asyncio.to_thread(self._examine, order)
+            items = [(path, self._pending[path].look) for path in order]
+            looks = await asyncio.to_thread(self._examine, items)
             for look in looks:
                 delivery = self._decide(look)
                 if delivery is not None:
@@ -273,6 +286,7 @@ class DirectorySource:
             del self._pending[look.path]
             return None
         now = time.monotonic()
+        pending.look = look
         if (look.size, look.mtime_ns) != (pending.size, pending.mtime_ns):
             pending.size, pending.mtime_ns, pending.last_change = look.size, look.mtime_ns, now
         entry = LedgerEntry(look.path, look.size, look.mtime_ns)
