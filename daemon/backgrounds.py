@@ -143,9 +143,12 @@ class Chooser:
             if stack is None or stack.depth < settings.min_members:
                 return None
             if stack.shape != exposure.image_shape:
-                self._metrics.members_rejected.labels("shape").inc()
-                log.warning("stack %s holds %s frames, science %s is %s", key, stack.shape,
-                            "has shape", exposure.image_shape)  # fmt: skip
+                log.warning(
+                    "stack %s holds %s frames but the science exposure is %s: stack not used",
+                    key,
+                    stack.shape,
+                    exposure.image_shape,
+                )
                 return None
             combined: Exposure = await stage("combine", stack.combined)
             members = stack.member_ids
