@@ -27,6 +27,8 @@ __all__ = ["Choice", "Chooser"]
 
 log = logging.getLogger("skystream.backgrounds")
 Stage = Callable[..., Awaitable[Any]]
+#: Receives a stack key and its membership record after every durable change.
+OnStackSaved = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -56,12 +58,22 @@ class Chooser:
         Per-key stacks and sky templates.
     metrics : Metrics
         Stack gauges and counters.
+    on_stack_saved : callable, optional
+        Awaited with each stack's membership once saved (the Kafka state topic).
     """
 
-    def __init__(self, settings: Settings, store: StackStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StackStore,
+        metrics: Metrics,
+        *,
+        on_stack_saved: OnStackSaved | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._metrics = metrics
+        self._on_stack_saved = on_stack_saved
         bkg = settings.background
         self.model_params: dict[str, Any] = {
             "box_size": bkg.box_size,
@@ -123,6 +135,8 @@ class Chooser:
                 "combine", self._store.add_member, state, member_id, exposure, path, obs_time
             )
             await stage("write", self._store.save_stack, state)
+            if self._on_stack_saved is not None:
+                await self._on_stack_saved(key, self._store.membership(state))
             for gone in evicted:
                 log.info("stack %s: %s left (stack full)", key, gone)
             self._publish_stack(state)

@@ -1,4 +1,4 @@
-"""Wire models: what arrives (ExposureEvent) and what is published (ProductEvent)."""
+"""Wire models: the ExposureEvent that arrives; the ProductEvent and SkyMatchEvent published."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExposureEvent", "ProductEvent", "exposure_id_from_path"]
+__all__ = [
+    "ExposureEvent",
+    "ProductEvent",
+    "SkyMatchEvent",
+    "SkyMatchMember",
+    "exposure_id_from_path",
+]
 
 _FITS_SUFFIXES = (".fits", ".fit", ".fts")
 
@@ -80,3 +86,31 @@ class ProductEvent(_Event):
     timings: dict[str, float] = Field(description="Seconds per stage.")
     software_version: str
     produced_at: datetime
+    skymatch: dict[str, Any] | None = Field(
+        None, description="Sky-match result, added to the sidecar when the group closes."
+    )
+
+
+class SkyMatchMember(_Event):
+    """One image of a mosaic group and its matched sky level."""
+
+    exposure_id: str
+    product: str | None
+    level: float | None
+    valid: bool
+
+
+class SkyMatchEvent(_Event):
+    """The sky levels of a mosaic group (``skystream.skymatch/1``); also its group table.
+
+    Published when the group closes (``closed`` true) and written to
+    ``<output>/skymatch/<group>.json`` at every revision.
+    """
+
+    schema_id: Literal["skystream.skymatch/1"] = Field("skystream.skymatch/1", alias="schema")
+    group: str
+    revision: int
+    closed: bool
+    method: str
+    subtract: bool
+    members: list[SkyMatchMember]

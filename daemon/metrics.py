@@ -15,7 +15,14 @@ from processors import __version__
 __all__ = ["OUTCOMES", "STAGES", "Metrics"]
 
 STAGES: tuple[str, ...] = ("read", "background", "combine", "subtract", "write", "skymatch")
-OUTCOMES: tuple[str, ...] = ("complete", "skipped", "background", "quarantined", "retry")
+OUTCOMES: tuple[str, ...] = (
+    "complete",
+    "skipped",
+    "background",
+    "quarantined",
+    "retry",
+    "duplicate",
+)
 SOURCES: tuple[str, ...] = ("directory", "batch", "kafka")
 # Seconds-long CPU work: 10 ms to 60 s.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -135,6 +142,51 @@ class Metrics:
             "Weighted RMS of the pairwise sky differences left after the latest match.",
             registry=registry,
         )
+        self.kafka_consumed = Counter(
+            "skystream_kafka_events_consumed",
+            "Events fetched from Kafka, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.kafka_produced = Counter(
+            "skystream_kafka_events_produced",
+            "Events the brokers acknowledged, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.kafka_dead_lettered = Counter(
+            "skystream_kafka_events_dead_lettered",
+            "Events published to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.kafka_commit_seconds = Histogram(
+            "skystream_kafka_commit_seconds",
+            "Latency of offset commits.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=registry,
+        )
+        self.kafka_rebalances = Counter(
+            "skystream_kafka_rebalances",
+            "Partition assignments received by this consumer.",
+            registry=registry,
+        )
+        self.kafka_lag = Gauge(
+            "skystream_kafka_consumer_lag",
+            "Events not yet committed, per assigned partition (high watermark - committed).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.kafka_paused = Gauge(
+            "skystream_kafka_partitions_paused",
+            "Assigned partitions paused because their events wait behind a full lane.",
+            registry=registry,
+        )
+        self.kafka_connected = Gauge(
+            "skystream_kafka_connected",
+            "1 while the consumer is in its group and the brokers answer, else 0.",
+            registry=registry,
+        )
         self.build_info = Info(
             "skystream_build", "Versions of skystream and its numerical stack.", registry=registry
         )
@@ -156,3 +208,5 @@ class Metrics:
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         self.members_rejected.labels("shape")
+        for reason in QUARANTINE_REASONS:
+            self.kafka_dead_lettered.labels(reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import random
 import time
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.backgrounds import Choice, Chooser
+from daemon.backgrounds import Choice, Chooser, OnStackSaved
 from daemon.errors import InvalidInput
 from daemon.events import ProductEvent
 from daemon.fits_io import read_exposure, read_primary_header, write_exposure
@@ -23,7 +24,7 @@ from daemon.metrics import Metrics
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
-from daemon.sinks.kafka import ProductPublisher
+from daemon.sinks.kafka import EventPublisher
 from daemon.skymatch_groups import SkyMatchGroups
 from daemon.sources import RETRY, Delivery
 from daemon.stacks import StackStore
@@ -70,8 +71,11 @@ class Pipeline:
         Counters, stage timings, latency, levels.
     skymatch : SkyMatchGroups, optional
         Mosaic groups that products join (when sky matching is enabled).
-    publisher : ProductPublisher, optional
-        Where product events go (Kafka); acknowledged before the input is.
+    publisher : EventPublisher, optional
+        Kafka producer; product events go to ``settings.output.product_topic`` and are
+        acknowledged by the brokers before the input is.
+    on_stack_saved : callable, optional
+        Awaited with a stack's membership after each durable change (the state topic).
     on_product : callable, optional
         Called with each `ProductEvent` (the demo's progress display).
     """
@@ -86,8 +90,9 @@ class Pipeline:
         store: StackStore,
         metrics: Metrics,
         skymatch: SkyMatchGroups | None = None,
-        publisher: ProductPublisher | None = None,
+        publisher: EventPublisher | None = None,
         on_product: Callable[[ProductEvent], None] | None = None,
+        on_stack_saved: OnStackSaved | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -95,7 +100,7 @@ class Pipeline:
         self._quarantine = quarantine
         self._metrics = metrics
         self._on_product = on_product
-        self._chooser = Chooser(settings, store, metrics)
+        self._chooser = Chooser(settings, store, metrics, on_stack_saved=on_stack_saved)
         self._skymatch = skymatch
         self._publisher = publisher
         self._waiting: set[asyncio.Task[None]] = set()
@@ -128,6 +133,8 @@ class Pipeline:
         try:
             timings: dict[str, float] = {}
             try:
+                if delivery.may_repeat and await self._announce_existing(delivery, key):
+                    return
                 exposure = await self._read(delivery, timings)
                 kind = self._kind(delivery, exposure)
                 if kind == "background":
@@ -147,6 +154,32 @@ class Pipeline:
                 await self._release(delivery, exc)
         finally:
             self._metrics.inflight.dec()
+
+    async def _announce_existing(self, delivery: Delivery, key: str) -> bool:
+        """Re-announce the product of an input delivered again; True if there was one.
+
+        Redelivery after a crash or a rebalance then publishes the very event published
+        before, instead of a recomputed one with other timings.
+        """
+        summary = await self._in_pool(self._sink.existing_summary, delivery.event)
+        if summary is None:
+            return False
+        await self._publish_product(summary, key)
+        outcome = "skipped" if summary.status == "SKIPPED" else "complete"
+        log.info("%s was already processed: its product event is published again",
+                 delivery.event.path.name)  # fmt: skip
+        await delivery.acknowledge(outcome, summary.product_uri)
+        self._metrics.processed.labels("duplicate").inc()
+        return True
+
+    async def _publish_product(self, summary: ProductEvent, key: str) -> None:
+        topic = self._settings.output.product_topic
+        if self._publisher is not None and topic:
+            # Canonical JSON (sorted keys), so an event announced again from the sidecar is
+            # byte-identical to the first.
+            document = summary.model_dump(mode="json", by_alias=True)
+            payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+            await self._publisher.publish(topic, payload, key)
 
     async def _release(self, delivery: Delivery, exc: OSError) -> None:
         """Hand a delivery back unfinished; its source delivers it again later.
@@ -319,7 +352,8 @@ class Pipeline:
             software_version=__version__,
             produced_at=datetime.now(UTC),
         )
-        path = await self._write_with_retry(product, summary, timings)
+        summary = await self._write_with_retry(product, summary, timings)
+        path = Path(summary.product_uri)
         if choice.level is not None:
             self._metrics.background_level.labels(key).set(choice.level)
         if choice.rms is not None:
@@ -340,18 +374,17 @@ class Pipeline:
             if group is not None:
                 last = self._skymatch.is_last(event, product.header)
                 await self._skymatch.add(group, event.exposure_id, str(path), product, last)
-        if self._publisher is not None:
-            await self._publisher.publish(summary.model_copy(update={"timings": timings}), key)
+        await self._publish_product(summary, key)
         outcome = "skipped" if status == "SKIPPED" else "complete"
         await delivery.acknowledge(outcome, str(path))
         self._metrics.processed.labels(outcome).inc()
         self._metrics.latency_seconds.observe(time.monotonic() - delivery.arrived)
         if self._on_product is not None:
-            self._on_product(summary.model_copy(update={"timings": timings}))
+            self._on_product(summary)
 
     async def _write_with_retry(
         self, product: Exposure, summary: ProductEvent, timings: dict[str, float]
-    ) -> Path:
+    ) -> ProductEvent:
         """Write, retrying with jittered backoff until it succeeds or the service stops.
 
         A full, read-only or unwritable output folder is for an operator to fix; nothing

@@ -13,8 +13,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from daemon.errors import InvalidInput
-from daemon.events import ProductEvent
+from daemon.events import ProductEvent, SkyMatchEvent
 from daemon.health import HealthServer
+from daemon.kafka_options import client_options
 from daemon.lanes import Lanes
 from daemon.ledger import Ledger
 from daemon.metrics import Metrics
@@ -22,12 +23,13 @@ from daemon.pipeline import Pipeline
 from daemon.quarantine import Quarantine
 from daemon.settings import Settings
 from daemon.sinks.files import DirectorySink
-from daemon.sinks.kafka import ProductPublisher
+from daemon.sinks.kafka import EventPublisher
 from daemon.skymatch_groups import SkyMatchGroups
 from daemon.sources import Source
 from daemon.sources.directory import DirectorySource
 from daemon.sources.kafka import KafkaSource
 from daemon.stacks import StackStore
+from daemon.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
 from processors import warm_up
 
 __all__ = ["Service"]
@@ -114,6 +116,19 @@ class Service:
         async def in_pool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
 
+        kafka = settings.source.kafka
+        uses_kafka = self._source_override is None and settings.source.kind == "kafka"
+        options = (
+            client_options(kafka)
+            if uses_kafka or settings.output.product_topic or settings.output.skymatch_topic
+            else None
+        )
+        publisher = EventPublisher(options, self.metrics) if options is not None else None
+        state_topic = (
+            StateTopic(kafka.state_topic, publisher, options)
+            if uses_kafka and kafka.state_topic and publisher is not None and options
+            else None
+        )
         groups = (
             SkyMatchGroups(
                 settings.skymatch,
@@ -122,6 +137,12 @@ class Service:
                 metrics=self.metrics,
                 in_pool=in_pool,
                 fsync=settings.output.fsync,
+                on_closed=self._skymatch_publisher(publisher),
+                on_state=(
+                    functools.partial(_share_state, state_topic, SKYMATCH_PREFIX)
+                    if state_topic is not None
+                    else None
+                ),
             )
             if settings.skymatch.enabled
             else None
@@ -131,15 +152,6 @@ class Service:
             settings.background.stack,
             settings.background.rolling_sky,
             fsync=settings.output.fsync,
-        )
-        publisher = (
-            ProductPublisher(
-                settings.source.kafka.bootstrap_servers,
-                settings.output.product_topic,
-                settings.source.kafka.client_id,
-            )
-            if settings.output.product_topic
-            else None
         )
         pipeline = Pipeline(
             settings,
@@ -151,14 +163,26 @@ class Service:
             skymatch=groups,
             publisher=publisher,
             on_product=self._on_product,
+            on_stack_saved=(
+                functools.partial(_share_state, state_topic, STACK_PREFIX)
+                if state_topic is not None
+                else None
+            ),
         )
         self.lanes = Lanes(
             pipeline.process, queue_size=settings.lanes.queue_size, metrics=self.metrics
         )
         if self._source_override is not None:
             self.source = self._source_override
-        elif settings.source.kind == "kafka":
-            self.source = KafkaSource(settings.source.kafka, self.metrics)
+        elif uses_kafka and options is not None and publisher is not None:
+            takeover = (
+                functools.partial(_take_over, state_topic, store, groups)
+                if state_topic is not None
+                else None
+            )
+            self.source = KafkaSource(
+                kafka, options, self.metrics, publisher, on_assigned=takeover
+            )
         else:
             self._ledger = Ledger(settings.state.directory / "ledger.sqlite")
             self.source = DirectorySource(settings.source.directory, self._ledger, self.metrics)
@@ -177,13 +201,12 @@ class Service:
             # meanwhile and /readyz says why it is not ready.
             await asyncio.to_thread(warm_up)
             await asyncio.to_thread(store.restore)
-            if publisher is not None:
-                await publisher.start()
-                self._closers.append(publisher.stop)
             if groups is not None:
                 await asyncio.to_thread(groups.restore)
+            if not await self._connect(publisher, self.source):
+                return
+            if groups is not None:
                 self._tasks.append(asyncio.create_task(self._close_idle(groups), name="skymatch"))
-            await self.source.start()
             self._started.set()
             dispatcher = asyncio.create_task(
                 self._dispatch(self.source, self.lanes, pipeline), name="dispatcher"
@@ -191,6 +214,27 @@ class Service:
             await self._until_done(dispatcher, self.lanes)
         finally:
             await self._shutdown(dispatcher, pool, pipeline)
+
+    async def _connect(self, publisher: EventPublisher | None, source: Source) -> bool:
+        """Start the producer and the source; False if a stop came first (brokers down)."""
+
+        async def connect() -> None:
+            if publisher is not None:
+                await publisher.start()
+                self._closers.append(publisher.stop)
+            await source.start()
+
+        connecting = asyncio.create_task(connect(), name="connect")
+        stop = asyncio.create_task(self._stop.wait(), name="stop-signal")
+        await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            return False
+        connecting.result()
+        return True
 
     @staticmethod
     async def _dispatch(source: Source, lanes: Lanes, pipeline: Pipeline) -> None:
@@ -220,6 +264,19 @@ class Service:
         finally:
             stop.cancel()
 
+    def _skymatch_publisher(
+        self, publisher: EventPublisher | None
+    ) -> Callable[[SkyMatchEvent], Awaitable[None]] | None:
+        topic = self.settings.output.skymatch_topic
+        if publisher is None or not topic:
+            return None
+
+        async def publish(table: SkyMatchEvent) -> None:
+            await publisher.publish(topic, table.model_dump_json(by_alias=True).encode(),
+                                    table.group)  # fmt: skip
+
+        return publish
+
     async def _close_idle(self, groups: SkyMatchGroups) -> None:
         period = min(5.0, self.settings.skymatch.close_after_seconds / 4)
         while True:
@@ -234,8 +291,6 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.source is not None:
-            await self.source.stop()
         if dispatcher is not None:
             dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -247,6 +302,9 @@ class Service:
         waiting = await pipeline.cancel_waiting()
         if waiting:
             log.info("%d exposure(s) waiting for a stack left for the next start", waiting)
+        # Last, so that the source records (commits) what the drain above finished.
+        if self.source is not None:
+            await self.source.stop()
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         for close in reversed(self._closers):
             await close()
@@ -255,3 +313,23 @@ class Service:
         if self._ledger is not None:
             self._ledger.close()
         log.info("stopped")
+
+
+async def _share_state(
+    state_topic: StateTopic, prefix: str, name: str, record: dict[str, Any] | None
+) -> None:
+    await state_topic.publish(prefix + name, record)
+
+
+async def _take_over(
+    state_topic: StateTopic, store: StackStore, groups: SkyMatchGroups | None, _new: object
+) -> None:
+    """Rebuild the stacks and groups other replicas published, before new partitions flow."""
+    records = await state_topic.read()
+    for name, record in records.items():
+        if name.startswith(STACK_PREFIX):
+            state = store.state(name[len(STACK_PREFIX) :])
+            async with state.lock:
+                await asyncio.to_thread(store.adopt, state, record)
+        elif name.startswith(SKYMATCH_PREFIX) and groups is not None:
+            await asyncio.to_thread(groups.adopt, record)

@@ -71,10 +71,33 @@ class DirectorySourceSettings(_Section):
     )
 
 
+class KafkaSecuritySettings(_Section):
+    """How the clients authenticate; secrets are read from a file or an environment variable."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)."
+    )
+    username: str | None = Field(None, description="SASL user name.")
+    password_file: Path | None = Field(
+        None, description="File holding the SASL password (a mounted Secret)."
+    )
+    password_env: str | None = Field(
+        None, description="Environment variable holding the SASL password."
+    )
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Key of the client certificate.")
+    ssl_check_hostname: bool = Field(True, description="Check the brokers' host names.")
+
+
 class KafkaSourceSettings(_Section):
     """Consume ExposureEvents (claim checks pointing at files) from a Kafka topic."""
 
     bootstrap_servers: list[str] = Field(["localhost:9092"], description="Kafka brokers.")
+    security: KafkaSecuritySettings = KafkaSecuritySettings()
     topic: str = Field("skystream.exposures", description="Topic of ExposureEvents.")
     group_id: str = Field("skystream", description="Consumer group (replicas share it).")
     client_id: str = Field("skystream", description="Client id shown to the brokers.")
@@ -88,6 +111,20 @@ class KafkaSourceSettings(_Section):
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer session timeout.")
     heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat.")
     max_poll_interval_ms: int = Field(300000, ge=1000, description="Longest gap between polls.")
+    state_topic: str | None = Field(
+        "skystream.state",
+        description="Compacted topic of stack membership per stack key, read by a replica "
+        "that is given partitions; null: none.",
+    )
+    pause_after: int = Field(
+        32, ge=1, description="Events fetched but not yet dispatched before a partition pauses."
+    )
+    commit_interval_seconds: float = Field(
+        1.0, gt=0, description="How often settled offsets are committed."
+    )
+    revoke_grace_seconds: float = Field(
+        20.0, ge=0, description="How long a revoked partition's in-flight work may finish."
+    )
 
 
 class SourceSettings(_Section):
@@ -105,6 +142,9 @@ class OutputSettings(_Section):
 
     product_topic: str | None = Field(
         None, description="Kafka topic for ProductEvents (brokers from source.kafka); null: none."
+    )
+    skymatch_topic: str | None = Field(
+        None, description="Kafka topic for SkyMatchEvents when a mosaic group closes; null: none."
     )
 
     directory: Path = Field(Path("products"), description="Product folder.")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.errors import InvalidInput
-from daemon.events import ExposureEvent
+from daemon.events import ExposureEvent, SkyMatchEvent, SkyMatchMember
 from daemon.fits_io import read_exposure, write_exposure, write_json
 from daemon.kinds import matches_rule
 from daemon.metrics import Metrics
@@ -32,6 +32,10 @@ log = logging.getLogger("skystream.skymatch")
 SKYMATCH_KEYWORDS = SkyKeywords(level="SKYMLVL", subtracted="SKYMSUB", method="SKYMMETH")
 
 InPool = Callable[..., Awaitable[Any]]
+#: Receives a closed group's `SkyMatchEvent`.
+OnClosed = Callable[[SkyMatchEvent], Awaitable[None]]
+#: Receives a group's state record (None once it closed), to share it with other replicas.
+OnState = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 
 
 @dataclass
@@ -69,6 +73,10 @@ class SkyMatchGroups:
         Runs blocking work in the service's worker pool.
     fsync : bool
         fsync written files.
+    on_closed : callable, optional
+        Awaited with the final `SkyMatchEvent` of each group (Kafka publication).
+    on_state : callable, optional
+        Awaited with each group's state record after every change (the state topic).
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class SkyMatchGroups:
         metrics: Metrics,
         in_pool: InPool,
         fsync: bool = True,
+        on_closed: OnClosed | None = None,
+        on_state: OnState | None = None,
     ) -> None:
         self._settings = settings
         self._tables = output / "skymatch"
@@ -90,6 +100,8 @@ class SkyMatchGroups:
         self._in_pool = in_pool
         self._fsync = fsync
         self._groups: dict[str, _Group] = {}
+        self._on_closed = on_closed
+        self._on_state = on_state
 
     def _matcher(self) -> SkyMatcher:
         s = self._settings
@@ -136,7 +148,9 @@ class SkyMatchGroups:
             result = await self._in_pool(state.matcher.solve)
             state.revision += 1
             await self._in_pool(self._publish, state, result, False)
-            await self._in_pool(self._save, state)
+            record = await self._in_pool(self._save, state)
+            if self._on_state is not None:
+                await self._on_state(state.name, record)
             self._metrics.stage_seconds.labels("skymatch").observe(time.perf_counter() - start)
             self._metrics.skymatch_groups_open.set(len(self._groups))
             rms = state.matcher.residual_rms(result)
@@ -166,8 +180,12 @@ class SkyMatchGroups:
             result = await self._in_pool(state.matcher.solve)
             await self._in_pool(self._finalise, state, result)
             state.revision += 1
-            await self._in_pool(self._publish, state, result, True)
+            table = await self._in_pool(self._publish, state, result, True)
+            if self._on_closed is not None:
+                await self._on_closed(table)
             (self._state / f"{safe_file_name(group)}.json").unlink(missing_ok=True)
+            if self._on_state is not None:
+                await self._on_state(group, None)
             self._groups.pop(group, None)
         self._metrics.skymatch_groups_open.set(len(self._groups))
         self._metrics.skymatch_group_images.observe(len(state.products))
@@ -176,20 +194,23 @@ class SkyMatchGroups:
 
     # -- files (worker threads) ----------------------------------------------------------
 
-    def _publish(self, state: _Group, result: SkyMatchResult, closed: bool) -> None:
+    def _publish(self, state: _Group, result: SkyMatchResult, closed: bool) -> SkyMatchEvent:
         members = [
-            {"exposure_id": image_id, "product": state.products.get(image_id),
-             "level": level, "valid": ok}
+            SkyMatchMember(exposure_id=image_id, product=state.products.get(image_id),
+                           level=level, valid=ok)
             for image_id, level, ok in zip(state.matcher.members, result.levels, result.valid,
                                            strict=True)
         ]  # fmt: skip
+        table = SkyMatchEvent(
+            group=state.name, revision=state.revision, closed=closed, method=result.method,
+            subtract=result.subtract, members=members,
+        )  # fmt: skip
         write_json(
-            {"schema": "skystream.skymatch/1", "group": state.name, "revision": state.revision,
-             "closed": closed, "method": result.method, "subtract": result.subtract,
-             "members": members},
+            table.model_dump(mode="json", by_alias=True),
             self._tables / f"{safe_file_name(state.name)}.json",
             fsync=self._fsync,
-        )  # fmt: skip
+        )
+        return table
 
     def _finalise(self, state: _Group, result: SkyMatchResult) -> None:
         """Rewrite each product with its final level (the matcher holds the products)."""
@@ -208,42 +229,62 @@ class SkyMatchGroups:
                 }
                 write_json(summary, sidecar, fsync=self._fsync)
 
-    def _save(self, state: _Group) -> None:
+    def _save(self, state: _Group) -> dict[str, Any]:
         pairs = [{"a": a, "b": b, **asdict(p)} for (a, b), p in state.matcher.pairs.items()]
-        write_json(
-            {"group": state.name, "products": state.products, "pairs": pairs,
-             "members": {m: str(g.group) for m, g in state.matcher.members.items()},
-             "last_arrival": state.last_arrival, "revision": state.revision},
-            self._state / f"{safe_file_name(state.name)}.json",
-            fsync=self._fsync,
-        )  # fmt: skip
+        record = {
+            "group": state.name, "products": state.products, "pairs": pairs,
+            "members": {m: str(g.group) for m, g in state.matcher.members.items()},
+            "last_arrival": state.last_arrival, "revision": state.revision,
+        }  # fmt: skip
+        write_json(record, self._state / f"{safe_file_name(state.name)}.json", fsync=self._fsync)
+        return record
 
     def restore(self) -> list[str]:
         """Rebuild the open groups from their saved state and products (blocking)."""
         problems = []
         for path in sorted(self._state.glob("*.json")):
-            saved = json.loads(path.read_text())
-            state = _Group(saved["group"], self._matcher())
-            pairs = {
-                (p["a"], p["b"]): PairStats(p["sky_a"], p["npix_a"], p["sky_b"], p["npix_b"])
-                for p in saved["pairs"]
-            }
-            for image_id, product in saved["products"].items():
-                try:
-                    state.matcher.add(
-                        image_id,
-                        read_exposure(Path(product)),
-                        group=saved["members"].get(image_id),
-                        pairs=pairs,
-                    )
-                    state.products[image_id] = product
-                except (ValueError, OSError, InvalidInput) as exc:
-                    problems.append(f"skymatch group {state.name}: {image_id} dropped ({exc})")
-            state.last_arrival = saved["last_arrival"]
-            state.revision = saved["revision"]
-            if state.products:
-                self._groups[state.name] = state
+            problems += self._rebuild(json.loads(path.read_text()))
         for problem in problems:
             log.warning(problem)
         self._metrics.skymatch_groups_open.set(len(self._groups))
+        return problems
+
+    def adopt(self, record: dict[str, Any]) -> list[str]:
+        """Take over a group another replica published, unless a newer revision is here.
+
+        Blocking (reads the member products); call before processing the partition.
+        """
+        held = self._groups.get(record["group"])
+        if held is not None and held.revision >= record["revision"]:
+            return []
+        problems = self._rebuild(record)
+        for problem in problems:
+            log.warning(problem)
+        self._metrics.skymatch_groups_open.set(len(self._groups))
+        log.info("skymatch group %s taken over: %d image(s)", record["group"],
+                 len(record["products"]))  # fmt: skip
+        return problems
+
+    def _rebuild(self, saved: dict[str, Any]) -> list[str]:
+        problems = []
+        state = _Group(saved["group"], self._matcher())
+        pairs = {
+            (p["a"], p["b"]): PairStats(p["sky_a"], p["npix_a"], p["sky_b"], p["npix_b"])
+            for p in saved["pairs"]
+        }
+        for image_id, product in saved["products"].items():
+            try:
+                state.matcher.add(
+                    image_id,
+                    read_exposure(Path(product)),
+                    group=saved["members"].get(image_id),
+                    pairs=pairs,
+                )
+                state.products[image_id] = product
+            except (ValueError, OSError, InvalidInput) as exc:
+                problems.append(f"skymatch group {state.name}: {image_id} dropped ({exc})")
+        state.last_arrival = saved["last_arrival"]
+        state.revision = saved["revision"]
+        if state.products:
+            self._groups[state.name] = state
         return problems

@@ -91,11 +91,16 @@ class StackStore:
 
     # -- persistence -----------------------------------------------------------------
 
+    @staticmethod
+    def membership(state: KeyState) -> dict[str, Any]:
+        """The key's membership record: member ids with their files and observation times."""
+        members = {m: state.members[m] for m in (state.stack.member_ids if state.stack else [])}
+        return {"key": state.key, "members": members}
+
     def save_stack(self, state: KeyState) -> None:
         """Write the key's membership (blocking; call from a worker thread)."""
-        members = {m: state.members[m] for m in (state.stack.member_ids if state.stack else [])}
         write_json(
-            {"key": state.key, "members": members},
+            self.membership(state),
             self._stack_dir / f"{safe_file_name(state.key)}.json",
             fsync=self._fsync,
         )
@@ -125,19 +130,7 @@ class StackStore:
         problems: list[str] = []
         for path in sorted(self._stack_dir.glob("*.json")):
             saved = json.loads(path.read_text())
-            state = self.state(saved["key"])
-            ordered = sorted(saved["members"].items(), key=lambda item: item[1]["obs_time"])
-            for member_id, info in ordered:
-                try:
-                    exposure = read_exposure(Path(info["path"]))
-                    if state.stack is None:
-                        state.stack = self.new_stack(exposure.image_shape)
-                    state.stack.add(member_id, exposure, info["obs_time"])
-                    state.members[member_id] = info
-                except (InvalidInput, ValueError) as exc:
-                    problems.append(f"stack {state.key}: member {member_id} dropped ({exc})")
-            if state.stack is not None:
-                self.save_stack(state)
+            problems += self._rebuild(self.state(saved["key"]), saved)
         for path in sorted(self._sky_dir.glob("*.npz")):
             with np.load(path) as saved:
                 state = self.state(str(saved["key"]))
@@ -153,6 +146,38 @@ class StackStore:
                     index += 1
         for problem in problems:
             log.warning(problem)
+        return problems
+
+    def adopt(self, state: KeyState, record: dict[str, Any]) -> list[str]:
+        """Take over a membership record published by another replica (blocking).
+
+        The stack is rebuilt from the member files when its membership differs from the
+        one held here; returns warnings for members that could not be read.
+        """
+        if self.membership(state)["members"] == record["members"]:
+            return []
+        state.stack = None
+        state.members = {}
+        problems = self._rebuild(state, record)
+        for problem in problems:
+            log.warning(problem)
+        log.info("stack %s taken over: %d member(s)", state.key, len(state.members))
+        return problems
+
+    def _rebuild(self, state: KeyState, record: dict[str, Any]) -> list[str]:
+        problems = []
+        ordered = sorted(record["members"].items(), key=lambda item: item[1]["obs_time"])
+        for member_id, info in ordered:
+            try:
+                exposure = read_exposure(Path(info["path"]))
+                if state.stack is None:
+                    state.stack = self.new_stack(exposure.image_shape)
+                state.stack.add(member_id, exposure, info["obs_time"])
+                state.members[member_id] = info
+            except (InvalidInput, ValueError) as exc:
+                problems.append(f"stack {state.key}: member {member_id} dropped ({exc})")
+        if state.stack is not None:
+            self.save_stack(state)
         return problems
 
     # -- stack membership ------------------------------------------------------------

@@ -1,64 +1,81 @@
-"""Publish ProductEvents to Kafka, keyed by stack key, acknowledged by all replicas."""
+"""Publish events to Kafka (products, sky matches, state, dead letters), acknowledged by all."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from daemon.events import ProductEvent
+from daemon.metrics import Metrics
 
-__all__ = ["ProductPublisher"]
+__all__ = ["EventPublisher"]
 
 log = logging.getLogger("skystream.sink.kafka")
 
 
-class ProductPublisher:
-    """A producer (``acks=all``) for product events.
+class EventPublisher:
+    """One producer (``acks=all``) shared by everything skystream publishes.
+
+    `publish` returns only once the brokers acknowledged the record, retrying with
+    jittered backoff through broker outages; callers acknowledge their input after it.
 
     Parameters
     ----------
-    bootstrap_servers : list of str
-        Kafka brokers.
-    topic : str
-        Product topic.
-    client_id : str
-        Client id shown to the brokers.
+    options : dict
+        Client options (`daemon.kafka_options.client_options`).
+    metrics : Metrics
+        Produced-events counter.
     """
 
-    def __init__(self, bootstrap_servers: list[str], topic: str, client_id: str) -> None:
-        self._topic = topic
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=",".join(bootstrap_servers), client_id=client_id, acks="all"
-        )
+    def __init__(self, options: dict[str, Any], metrics: Metrics) -> None:
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+        self._metrics = metrics
 
     async def start(self) -> None:
-        """Connect."""
-        await self._producer.start()
+        """Connect, retrying while the brokers are unreachable."""
+        delay = 0.5
+        while True:
+            producer = AIOKafkaProducer(**self._options, acks="all")
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                log.error("cannot reach the Kafka brokers (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                self._producer = producer
+                return
 
     async def stop(self) -> None:
-        """Flush and disconnect."""
-        await self._producer.stop()
+        """Flush and disconnect (bounded)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=10.0)
+            except TimeoutError:
+                log.warning("the Kafka producer did not flush within 10 s; abandoning it")
 
-    async def publish(self, event: ProductEvent, key: str) -> None:
-        """Send one event and wait for the brokers' acknowledgement, retrying with backoff."""
-        payload = event.model_dump_json(by_alias=True).encode()
+    async def publish(self, topic: str, payload: bytes | None, key: str) -> None:
+        """Send one record (None: a tombstone) and wait until the brokers have it."""
+        if self._producer is None:
+            raise RuntimeError("the publisher is not started")
         delay = 0.5
         while True:
             try:
-                await self._producer.send_and_wait(self._topic, payload, key=key.encode())
+                await self._producer.send_and_wait(topic, payload, key=key.encode())
             except KafkaError as exc:
                 # The cause is in the message; a traceback per retry would drown the log.
                 log.error(  # noqa: TRY400
-                    "cannot publish the product event of %s (%s); retrying in %.1f s",
-                    event.exposure_id,
-                    exc,
-                    delay,
+                    "cannot publish to %s (%s); retrying in %.1f s", topic, exc, delay
                 )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)
             else:
+                self._metrics.kafka_produced.labels(topic).inc()
                 return

@@ -33,6 +33,9 @@ class Delivery:
         records or commits it. `RETRY` hands it back unfinished instead.
     problem : InvalidInput or None
         Set when the source already knows the input is bad (e.g. truncated).
+    may_repeat : bool
+        The source may deliver this again after a crash or a rebalance (Kafka): an
+        existing product of the same input is then announced again, not recomputed.
     """
 
     event: ExposureEvent
@@ -40,6 +43,7 @@ class Delivery:
     arrived: float
     acknowledge: Callable[[str, str | None], Awaitable[None]]
     problem: InvalidInput | None = None
+    may_repeat: bool = False
 
 
 class Source(Protocol):

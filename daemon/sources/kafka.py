@@ -2,129 +2,284 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from daemon.claims import parse_exposure_event
 from daemon.errors import InvalidInput
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSourceSettings
+from daemon.sinks.kafka import EventPublisher
 from daemon.sources import RETRY, Delivery
 
 __all__ = ["KafkaSource"]
 
 log = logging.getLogger("skystream.source.kafka")
 
+#: Awaited with newly assigned partitions before any of their events is fetched.
+OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Partition:
+    """What this replica tracks of one assigned partition.
+
+    ``epoch`` changes when the partition is rewound, so events fetched before are stale.
+    """
+
+    tp: TopicPartition
+    committed: int
+    epoch: int = 0
+    pending: set[int] = field(default_factory=set)  # delivered, not yet settled
+    next: int | None = None  # offset after the last delivered event
+    buffered: int = 0  # fetched, not yet delivered
+    paused: bool = False
+    revoking: bool = False
+
+    def position(self) -> int | None:
+        """The offset that may be committed: the oldest unsettled one, or past the last."""
+        return min(self.pending) if self.pending else self.next
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._source._revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._source._assign(set(assigned))
+
 
 class KafkaSource:
-    """Deliveries of the events of a Kafka topic, with at-least-once commits.
+    """Deliveries of the events of a Kafka topic, at least once, with backpressure.
 
-    Offsets are committed manually: for each partition, up to (not past) the oldest
-    event not yet settled, so a crash re-delivers at most the unsettled ones. A malformed
-    or refused event (bad JSON or schema, too large, a URI outside ``allowed_roots``) is
-    published to the dead-letter topic with its reason, and its offset counts as settled
-    only once that publish was acknowledged. A delivery handed back (`RETRY`) rewinds its
-    partition to it, so it — and what followed it — comes again (products are idempotent).
+    A poll task keeps calling the consumer (so ``max_poll_interval_ms`` is never
+    exceeded, however long the work) and buffers events per partition; a partition whose
+    buffer reaches ``pause_after`` (its events wait behind a full lane) is paused until
+    the buffer drains. Offsets are committed every ``commit_interval_seconds``, per
+    partition up to (not past) the oldest event not yet settled, so a crash re-delivers at
+    most the unsettled ones. A malformed or refused event (bad JSON or schema, too large,
+    a URI outside ``allowed_roots``) is published to the dead-letter topic with its reason
+    and counts as settled only once the brokers acknowledged that. A delivery handed back
+    (`RETRY`) rewinds its partition to it. Before a partition is given away, its
+    in-flight work may finish for ``revoke_grace_seconds`` and what settled is
+    committed; later acknowledgements of it are ignored (the new owner redelivers them).
 
     Parameters
     ----------
     settings : KafkaSourceSettings
-        Brokers, topics, group, limits.
+        Topics, group, limits.
+    options : dict
+        Client options (brokers, security) from `daemon.kafka_options.client_options`.
     metrics : Metrics
-        Received counts.
+        Kafka and received counters.
+    publisher : EventPublisher
+        Producer for the dead-letter topic.
+    on_assigned : callable, optional
+        Awaited with new partitions before their events are fetched (state takeover).
     """
 
     name = "kafka"
 
-    def __init__(self, settings: KafkaSourceSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: KafkaSourceSettings,
+        options: dict[str, Any],
+        metrics: Metrics,
+        publisher: EventPublisher,
+        *,
+        on_assigned: OnAssigned | None = None,
+    ) -> None:
         self._settings = settings
+        self._options = options
         self._metrics = metrics
+        self._publisher = publisher
+        self._on_assigned = on_assigned
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._pending: dict[TopicPartition, set[int]] = defaultdict(set)
-        self._next: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._queue: asyncio.Queue[tuple[_Partition, int, Any] | None] = asyncio.Queue()
+        self._poller: asyncio.Task[None] | None = None
+        self._commit_lock = asyncio.Lock()
+        self._joined = False
+        self._progress = asyncio.Event()  # set whenever a delivery settles
+        self._failure: BaseException | None = None
 
     @property
     def connected(self) -> bool:
-        """True once the consumer has partitions assigned."""
-        return self._consumer is not None and bool(self._consumer.assignment())
+        """True while the consumer is a member of its group (for /readyz)."""
+        return self._joined
 
     async def start(self) -> None:
-        """Connect the consumer and the dead-letter producer."""
+        """Join the consumer group (retrying while the brokers are unreachable)."""
         s = self._settings
-        servers = ",".join(s.bootstrap_servers)
-        self._producer = AIOKafkaProducer(bootstrap_servers=servers, client_id=s.client_id,
-                                          acks="all")  # fmt: skip
-        await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            s.topic,
-            bootstrap_servers=servers,
-            group_id=s.group_id,
-            client_id=s.client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-        )
-        await self._consumer.start()
-        log.info("consuming %s from %s as group %s", s.topic, servers, s.group_id)
+        delay = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                **self._options,
+                group_id=s.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+                max_poll_interval_ms=s.max_poll_interval_ms,
+            )
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                await consumer.stop()
+                log.error("cannot reach the Kafka brokers (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            break
+        consumer.subscribe([s.topic], listener=_Rebalance(self))
+        self._consumer = consumer
+        self._poller = asyncio.create_task(self._poll(consumer), name="kafka-poll")
+        self._poller.add_done_callback(self._poller_ended)
+        log.info("consuming %s from %s as group %s", s.topic, self._options["bootstrap_servers"],
+                 s.group_id)  # fmt: skip
 
     async def stop(self) -> None:
-        """Disconnect (bounded by the clients' own timeouts); safe to call twice."""
+        """Commit what settled and leave the group; bounded, safe to call twice."""
         consumer, self._consumer = self._consumer, None
-        producer, self._producer = self._producer, None
-        if consumer is not None:
-            await consumer.stop()
-        if producer is not None:
-            await producer.stop()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        self._queue.put_nowait(None)
+        if consumer is None:
+            return
+        try:
+            await asyncio.wait_for(self._commit(consumer), timeout=5.0)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("final commit failed (%s): settled events may be delivered again", exc)
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout=10.0)
+        except TimeoutError:
+            log.warning("the Kafka consumer did not stop within 10 s; abandoning it")
+        self._joined = False
+        self._metrics.kafka_connected.set(0)
+
+    def _poller_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the Kafka poll loop failed", exc_info=task.exception())
+            self._queue.put_nowait(None)  # end the deliveries: the service stops with an error
+            self._failure = task.exception()
+
+    # -- fetching ------------------------------------------------------------------------
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        s = self._settings
+        last_commit = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=s.pause_after)
+                if time.monotonic() - last_commit >= s.commit_interval_seconds:
+                    await self._commit(consumer)
+                    last_commit = time.monotonic()
+            except KafkaError as exc:
+                log.error("Kafka error (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
+                self._metrics.kafka_connected.set(0)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            if self._joined:
+                self._metrics.kafka_connected.set(1)
+            for tp, messages in batches.items():
+                part = self._parts.get(tp)
+                if part is None or part.revoking or part.paused:
+                    # Fetched in a rebalance's window: fetch them again when it is over.
+                    with contextlib.suppress(IllegalStateError):
+                        consumer.seek(tp, messages[0].offset)
+                    continue
+                for message in messages:
+                    self._queue.put_nowait((part, part.epoch, message))
+                part.buffered += len(messages)
+                self._metrics.kafka_consumed.labels(tp.topic).inc(len(messages))
+                if part.buffered >= s.pause_after and not part.paused:
+                    consumer.pause(tp)
+                    part.paused = True
+            self._update_gauges(consumer)
+
+    def _update_gauges(self, consumer: AIOKafkaConsumer) -> None:
+        for tp, part in self._parts.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(highwater - max(part.committed, 0), 0)
+                self._metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        self._metrics.kafka_paused.set(sum(part.paused for part in self._parts.values()))
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         """Events in partition order; malformed ones go to the dead-letter topic."""
-        while self._consumer is not None:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=64)
-            for tp, messages in batches.items():
-                for message in messages:
-                    self._pending[tp].add(message.offset)
-                    self._next[tp] = message.offset + 1
-                    self._metrics.received.labels(self.name).inc()
-                    try:
-                        event = parse_exposure_event(
-                            message.value,
-                            max_bytes=self._settings.max_event_bytes,
-                            allowed_roots=self._settings.allowed_roots,
-                        )
-                    except InvalidInput as exc:
-                        await self._dead_letter(message, exc)
-                        await self._settle(tp, message.offset)
-                        continue
-                    yield Delivery(
-                        event=event,
-                        source=self.name,
-                        arrived=time.monotonic(),
-                        acknowledge=self._acknowledger(tp, message.offset),
-                    )
-
-    def _acknowledger(self, tp: TopicPartition, offset: int) -> Any:
-        async def acknowledge(outcome: str, _product: str | None) -> None:
-            if outcome == RETRY and self._consumer is not None:
-                self._pending[tp] = {o for o in self._pending[tp] if o < offset}
-                self._consumer.seek(tp, offset)
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                if self._failure is not None:
+                    raise RuntimeError("the Kafka poll loop failed") from self._failure
                 return
-            await self._settle(tp, offset)
+            part, epoch, message = item
+            if self._parts.get(part.tp) is not part or epoch != part.epoch or part.revoking:
+                continue  # rewound or given away: fetched again, here or by the new owner
+            part.buffered -= 1
+            if part.paused and part.buffered <= self._settings.pause_after // 2:
+                if self._consumer is not None:
+                    self._consumer.resume(part.tp)
+                part.paused = False
+            part.pending.add(message.offset)
+            part.next = message.offset + 1
+            self._metrics.received.labels(self.name).inc()
+            try:
+                event = parse_exposure_event(
+                    message.value,
+                    max_bytes=self._settings.max_event_bytes,
+                    allowed_roots=self._settings.allowed_roots,
+                )
+            except InvalidInput as exc:
+                await self._dead_letter(message, exc)
+                part.pending.discard(message.offset)
+                continue
+            yield Delivery(
+                event=event,
+                source=self.name,
+                arrived=time.monotonic(),
+                acknowledge=self._acknowledger(part, message.offset),
+                may_repeat=True,
+            )
+
+    def _acknowledger(self, part: _Partition, offset: int) -> Any:
+        async def acknowledge(outcome: str, _product: str | None) -> None:
+            if self._parts.get(part.tp) is not part:
+                return  # the partition was given away; its new owner delivers it again
+            if outcome == RETRY and not part.revoking and self._consumer is not None:
+                part.epoch += 1
+                part.pending = {o for o in part.pending if o < offset}
+                part.next = offset
+                part.buffered = 0
+                if part.paused:
+                    self._consumer.resume(part.tp)
+                    part.paused = False
+                self._consumer.seek(part.tp, offset)
+                return
+            part.pending.discard(offset)
+            self._progress.set()
 
         return acknowledge
 
     async def _dead_letter(self, message: Any, exc: InvalidInput) -> None:
-        if self._producer is None:
-            raise RuntimeError("the Kafka source is not started")
         record = {
             "reason": exc.reason,
             "detail": exc.detail,
@@ -133,17 +288,80 @@ class KafkaSource:
             "offset": message.offset,
             "original": (message.value or b"")[:4096].decode("utf-8", errors="replace"),
         }
-        await self._producer.send_and_wait(
-            self._settings.dead_letter_topic, json.dumps(record).encode(), key=message.key
+        await self._publisher.publish(
+            self._settings.dead_letter_topic,
+            json.dumps(record).encode(),
+            (message.key or b"").decode("utf-8", errors="replace"),
         )
+        self._metrics.kafka_dead_lettered.labels(exc.reason).inc()
         self._metrics.quarantined.labels(exc.reason).inc()
         self._metrics.processed.labels("quarantined").inc()
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", message.topic, message.partition,
                     message.offset, exc.reason, exc.detail)  # fmt: skip
 
-    async def _settle(self, tp: TopicPartition, offset: int) -> None:
-        self._pending[tp].discard(offset)
-        position = min(self._pending[tp]) if self._pending[tp] else self._next[tp]
-        if self._consumer is not None and position > self._committed.get(tp, -1):
-            await self._consumer.commit({tp: position})
-            self._committed[tp] = position
+    # -- commits and rebalances ----------------------------------------------------------
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, parts: list[_Partition] | None = None
+    ) -> None:
+        async with self._commit_lock:
+            chosen = list(self._parts.values()) if parts is None else parts
+            offsets = {}
+            for part in chosen:
+                position = part.position()
+                if position is not None and position > part.committed:
+                    offsets[part.tp] = position
+            if not offsets:
+                return
+            start = time.perf_counter()
+            await consumer.commit(offsets)
+            self._metrics.kafka_commit_seconds.observe(time.perf_counter() - start)
+            for part in chosen:
+                if part.tp in offsets:
+                    part.committed = offsets[part.tp]
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        self._joined = False
+        parts = [self._parts[tp] for tp in revoked if tp in self._parts]
+        for part in parts:
+            part.revoking = True
+        deadline = time.monotonic() + self._settings.revoke_grace_seconds
+        while any(part.pending for part in parts) and time.monotonic() < deadline:
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), deadline - time.monotonic())
+        if self._consumer is not None:
+            try:
+                await self._commit(self._consumer, parts)
+            except KafkaError as exc:
+                log.warning("commit before giving partitions away failed (%s)", exc)
+        for part in parts:
+            if part.pending:
+                log.warning("partition %s given away with %d exposure(s) unfinished: its "
+                            "new owner processes them", part.tp, len(part.pending))  # fmt: skip
+            self._parts.pop(part.tp, None)
+            with contextlib.suppress(KeyError):
+                self._metrics.kafka_lag.remove(part.tp.topic, str(part.tp.partition))
+        if parts:
+            log.info("partitions revoked: %s", ", ".join(_names(revoked)))
+
+    async def _assign(self, assigned: set[TopicPartition]) -> None:
+        self._metrics.kafka_rebalances.inc()
+        consumer = self._consumer
+        new = {tp for tp in assigned if tp not in self._parts}
+        if consumer is not None and new:
+            # Paused until the state is taken over: nothing of theirs may be processed first.
+            consumer.pause(*new)
+            for tp in new:
+                committed = await consumer.committed(tp)
+                self._parts[tp] = _Partition(tp, committed=-1 if committed is None else committed)
+            if self._on_assigned is not None:
+                await self._on_assigned(new)
+            consumer.resume(*new)
+        self._joined = True
+        self._metrics.kafka_connected.set(1)
+        log.info("partitions assigned: %s", ", ".join(_names(assigned)) or "none")
+
+
+def _names(tps: set[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)]

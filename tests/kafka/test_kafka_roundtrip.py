@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from daemon.fits_io import write_exposure
 from tests.conftest import (
@@ -16,76 +14,31 @@ from tests.conftest import (
     products_in,
     running,
     small_exposure,
-    test_settings,
     wait_for_count,
     wait_until,
 )
+from tests.kafka.helpers import CLIENT, event, kafka_settings, read, send
 
 pytestmark = pytest.mark.asyncio
 
-CLIENT = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
-
-
-def _kafka_settings(tmp_path: Path, bootstrap: str, **kafka):
-    topic = f"exposures-{uuid.uuid4().hex[:8]}"
-    return test_settings(
-        tmp_path,
-        source={"kind": "kafka", "kafka": {
-            "bootstrap_servers": [bootstrap], "topic": topic, "group_id": f"g-{topic}",
-            "dead_letter_topic": f"dead-{topic}", "allowed_roots": [str(tmp_path / "data")],
-            **CLIENT, **kafka}},
-        output={"product_topic": f"products-{topic}"},
-    )  # fmt: skip
-
-
-async def _send(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
-async def _read(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=f"reader-{uuid.uuid4().hex[:6]}", **CLIENT)  # fmt: skip
-    await consumer.start()
-    records: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(records) < count:
-                batches = await consumer.getmany(timeout_ms=500)
-                for messages in batches.values():
-                    records.extend(json.loads(m.value) for m in messages)
-    finally:
-        await consumer.stop()
-    return records
-
-
-def _event(exposure_id: str, path: Path) -> bytes:
-    return json.dumps({"schema": "skystream.exposure/1", "exposure_id": exposure_id,
-                       "uri": f"file://{path}"}).encode()  # fmt: skip
-
 
 async def test_events_in_products_and_product_events_out_committed(tmp_path, bootstrap) -> None:
-    settings = _kafka_settings(tmp_path, bootstrap)
+    settings = kafka_settings(tmp_path, bootstrap)
     data = tmp_path / "data"
     data.mkdir()
     count = 8
     for index in range(count):
         write_exposure(small_exposure(index, size=64), data / f"k{index}.fits")
     kafka = settings.source.kafka
-    events_in = [(b"SIMCAM/SIM1/J", _event(f"k{i}", data / f"k{i}.fits")) for i in range(count)]
-    await _send(bootstrap, kafka.topic, events_in)
+    events_in = [(b"SIMCAM/SIM1/J", event(f"k{i}", data / f"k{i}.fits")) for i in range(count)]
+    await send(bootstrap, kafka.topic, events_in)
     async with running(settings) as service:
         await wait_until(lambda: len(products_in(settings.output.directory)) == count, 60)
         await wait_for_count(service, "skystream_exposures_processed_total",
                              {"outcome": "complete"}, count)  # fmt: skip
     names = sorted(p.name for p in products_in(settings.output.directory))
     assert names == sorted(f"k{i}_bsub.fits" for i in range(count))
-    events = await _read(bootstrap, settings.output.product_topic, count)
+    events = await read(bootstrap, settings.output.product_topic, count)
     assert {e["exposure_id"] for e in events} == {f"k{i}" for i in range(count)}
     assert all(e["schema"] == "skystream.product/1" and e["status"] == "COMPLETE" for e in events)
 
@@ -98,7 +51,7 @@ async def test_events_in_products_and_product_events_out_committed(tmp_path, boo
 async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
     tmp_path, bootstrap
 ) -> None:
-    settings = _kafka_settings(tmp_path, bootstrap, max_event_bytes=2048)
+    settings = kafka_settings(tmp_path, bootstrap, max_event_bytes=2048)
     data = tmp_path / "data"
     data.mkdir()
     good = data / "good.fits"
@@ -115,9 +68,9 @@ async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
             ).encode(),
             "malformed_event",
         ),
-        (_event("o", outside), "outside_roots"),
-        (_event("t", data / ".." / "elsewhere.fits"), "outside_roots"),
-        (_event("l", link), "outside_roots"),
+        (event("o", outside), "outside_roots"),
+        (event("t", data / ".." / "elsewhere.fits"), "outside_roots"),
+        (event("l", link), "outside_roots"),
         (
             json.dumps(
                 {"exposure_id": "big", "uri": str(good), "meta": {"x": "y" * 5000}}
@@ -125,15 +78,15 @@ async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
             "oversized_event",
         ),
     ]
-    messages = [(b"k", raw) for raw, _ in bad] + [(b"k", _event("good", good))]
-    await _send(bootstrap, settings.source.kafka.topic, messages)
+    messages = [(b"k", raw) for raw, _ in bad] + [(b"k", event("good", good))]
+    await send(bootstrap, settings.source.kafka.topic, messages)
     async with running(settings) as service:
         await wait_until(lambda: len(products_in(settings.output.directory)) == 1, 60)
         await wait_for_count(service, "skystream_exposures_processed_total",
                              {"outcome": "complete"}, 1)  # fmt: skip
         assert metric(service, "skystream_exposures_quarantined_total",
                       {"reason": "outside_roots"}) == 3  # fmt: skip
-    letters = await _read(bootstrap, settings.source.kafka.dead_letter_topic, len(bad))
+    letters = await read(bootstrap, settings.source.kafka.dead_letter_topic, len(bad))
     assert [r["reason"] for r in letters] == [reason for _, reason in bad]
     assert all(r["detail"] for r in letters)
 
@@ -150,7 +103,7 @@ async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
 async def test_simulate_publishes_events_the_daemon_processes(tmp_path, bootstrap) -> None:
     from daemon.cli import main
 
-    settings = _kafka_settings(tmp_path, bootstrap)
+    settings = kafka_settings(tmp_path, bootstrap)
     data = tmp_path / "data"
     topic = settings.source.kafka.topic
     code = await asyncio.to_thread(
@@ -160,6 +113,6 @@ async def test_simulate_publishes_events_the_daemon_processes(tmp_path, bootstra
     assert code == 0
     async with running(settings):
         await wait_until(lambda: len(products_in(settings.output.directory)) == 3, 60)
-    events = await _read(bootstrap, settings.output.product_topic, 3)
+    events = await read(bootstrap, settings.output.product_topic, 3)
     assert sorted(e["exposure_id"] for e in events) == ["sim_0000", "sim_0001", "sim_0002"]
     assert {e["stack_key"] for e in events} == {"SIMCAM/SIM1/J"}

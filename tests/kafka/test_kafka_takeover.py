@@ -1,0 +1,91 @@
+"""Two replicas in one group: one leaves mid-stream, the other rebuilds its stacks and goes on."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon.fits_io import write_exposure
+from daemon.settings import merge_overrides
+from tests.conftest import metric, products_in, running, small_exposure, wait_for_count, wait_until
+from tests.kafka.helpers import create_topic, event, kafka_overrides, read_all, send
+
+pytestmark = pytest.mark.asyncio
+
+FILTERS = {"J": 0, "H": 1}  # stack key filter -> partition
+
+
+def _write(data: Path, name: str, filter_: str, index: int) -> Path:
+    exposure = small_exposure(index, size=96)
+    exposure.header["FILTER"] = filter_
+    path = data / f"{name}.fits"
+    write_exposure(exposure, path)
+    return path
+
+
+async def test_second_replica_takes_over_stacks_from_the_state_topic(tmp_path, bootstrap) -> None:
+    overrides = kafka_overrides(tmp_path, bootstrap)
+    kafka = overrides["source"]["kafka"]
+    await create_topic(bootstrap, kafka["topic"], partitions=2)
+    data = tmp_path / "data"
+    data.mkdir()
+    stack = {"method": "stack", "stack": {"min_members": 3, "when_insufficient": "skip"}}
+
+    def replica(name: str):
+        from tests.conftest import test_settings
+
+        settings = test_settings(tmp_path / name, background=stack, **overrides)
+        # Products go to storage both replicas share; state stays each replica's own.
+        return merge_overrides(settings, {"output": {"directory": str(tmp_path / "products")}})
+
+    backgrounds = {f: [f"bg_{f}{i}" for i in range(3)] for f in FILTERS}
+    async with contextlib.AsyncExitStack() as stack_a:
+        first = await stack_a.enter_async_context(running(replica("a")))
+        for filter_, partition in FILTERS.items():
+            messages = [
+                (f"SIMCAM/SIM1/{filter_}".encode(),
+                 event(name, _write(data, name, filter_, i), kind="background"))
+                for i, name in enumerate(backgrounds[filter_])
+            ]  # fmt: skip
+            await send(bootstrap, kafka["topic"], messages, partition=partition)
+        await wait_for_count(first, "skystream_exposures_processed_total",
+                             {"outcome": "background"}, 6, timeout=60)  # fmt: skip
+        async with running(replica("b")) as second:
+            await wait_until(lambda: second.source.connected and first.source.connected, 60)
+            await stack_a.aclose()  # the first replica leaves mid-stream
+            await wait_until(lambda: metric(second, "skystream_kafka_rebalances_total") >= 2, 60)
+            for filter_, partition in FILTERS.items():
+                names = [f"sci_{filter_}{i}" for i in range(2)]
+                messages = [
+                    (f"SIMCAM/SIM1/{filter_}".encode(),
+                     event(name, _write(data, name, filter_, 10 + i)))
+                    for i, name in enumerate(names)
+                ]  # fmt: skip
+                await send(bootstrap, kafka["topic"], messages, partition=partition)
+            await wait_for_count(second, "skystream_exposures_processed_total",
+                                 {"outcome": "complete"}, 4, timeout=60)  # fmt: skip
+            # It never saw a background frame itself: its stacks came from the state topic.
+            assert metric(second, "skystream_exposures_processed_total",
+                          {"outcome": "background"}) == 0  # fmt: skip
+    names = sorted(p.name for p in products_in(tmp_path / "products"))
+    assert names == sorted(f"sci_{f}{i}_bsub.fits" for f in FILTERS for i in range(2))
+    for filter_ in FILTERS:
+        for i in range(2):
+            summary = json.loads(
+                (tmp_path / "products" / f"sci_{filter_}{i}_bsub.json").read_text()
+            )
+            assert summary["status"] == "COMPLETE"
+            assert summary["method"] == "stack"
+            assert sorted(summary["inputs_used"]) == backgrounds[filter_]
+    state = [json.loads(v) for v in await read_all(bootstrap, kafka["state_topic"], quiet=2)]
+    assert {record["key"] for record in state} == {f"SIMCAM/SIM1/{f}" for f in FILTERS}
+    events = [
+        json.loads(v)
+        for v in await read_all(bootstrap, overrides["output"]["product_topic"], quiet=2)
+    ]
+    assert sorted({e["exposure_id"] for e in events}) == sorted(
+        f"sci_{f}{i}" for f in FILTERS for i in range(2)
+    )
