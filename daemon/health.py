@@ -25,6 +25,9 @@ class HealthServer:
     readiness : callable
         Returns ``(ready, reasons)``; ``/readyz`` answers 200 when ready, else 503 with the
         reasons.
+    warmed_up : callable
+        True once the numerical kernels are compiled and the state restored; ``/startupz``
+        answers 503 until then (the Kubernetes startup probe).
     host, port : str, int
         Listen address; port 0 picks a free port (see `port` after `start`).
     """
@@ -33,12 +36,14 @@ class HealthServer:
         self,
         metrics: Metrics,
         readiness: Callable[[], tuple[bool, list[str]]],
+        warmed_up: Callable[[], bool],
         *,
         host: str,
         port: int,
     ) -> None:
         self._metrics = metrics
         self._readiness = readiness
+        self._warmed_up = warmed_up
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
@@ -50,6 +55,10 @@ class HealthServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _startupz(self, _request: web.Request) -> web.Response:
+        warm = self._warmed_up()
+        return web.json_response({"warmed_up": warm}, status=200 if warm else 503)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         ready, reasons = self._readiness()
@@ -63,6 +72,7 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/startupz", self._startupz)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._requested_port)

@@ -7,7 +7,14 @@ import platform
 import astropy
 import numpy as np
 import photutils
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+)
 
 from daemon.errors import QUARANTINE_REASONS
 from processors import __version__
@@ -187,6 +194,8 @@ class Metrics:
             "1 while the consumer is in its group and the brokers answer, else 0.",
             registry=registry,
         )
+        # CPU seconds, resident memory, open files of this process (process_* names).
+        ProcessCollector(registry=registry)
         self.build_info = Info(
             "skystream_build", "Versions of skystream and its numerical stack.", registry=registry
         )

@@ -71,6 +71,7 @@ class Service:
         self._on_product = on_product
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
+        self._warm = asyncio.Event()
         self.source: Source | None = None
         self.lanes: Lanes | None = None
         self.health: HealthServer | None = None
@@ -190,6 +191,7 @@ class Service:
             self.health = HealthServer(
                 self.metrics,
                 self.readiness,
+                self._warm.is_set,
                 host=settings.metrics.host,
                 port=settings.metrics.port,
             )
@@ -203,6 +205,7 @@ class Service:
             await asyncio.to_thread(store.restore)
             if groups is not None:
                 await asyncio.to_thread(groups.restore)
+            self._warm.set()
             if not await self._connect(publisher, self.source):
                 return
             if groups is not None:

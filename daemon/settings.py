@@ -111,6 +111,9 @@ class KafkaSourceSettings(_Section):
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer session timeout.")
     heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat.")
     max_poll_interval_ms: int = Field(300000, ge=1000, description="Longest gap between polls.")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, description="Longest the brokers hold a fetch that has no new events."
+    )
     state_topic: str | None = Field(
         "skystream.state",
         description="Compacted topic of stack membership per stack key, read by a replica "

@@ -133,6 +133,7 @@ class KafkaSource:
                 session_timeout_ms=s.session_timeout_ms,
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
                 max_poll_interval_ms=s.max_poll_interval_ms,
+                fetch_max_wait_ms=s.fetch_max_wait_ms,
             )
             try:
                 await consumer.start()

@@ -73,6 +73,9 @@ async def test_metrics_endpoint_reports_the_stream(tmp_path) -> None:
         async with http.get(f"{base}/readyz") as response:
             assert response.status == 200
             assert (await response.json()) == {"ready": True, "reasons": []}
+        async with http.get(f"{base}/startupz") as response:
+            assert response.status == 200
+            assert (await response.json()) == {"warmed_up": True}
 
 
 async def test_readyz_is_503_when_the_source_is_down_but_healthz_still_answers(
