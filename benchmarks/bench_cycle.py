@@ -15,11 +15,14 @@ from _common import median_seconds, photutils_reference
 from daemon.fits_io import read_exposure, write_exposure
 from processors import model_exposure_background, simulate_exposure, subtract_background
 
+#: As the daemon's default ``background.threads``.
+THREADS = 2
+
 
 def _stages(source, exposure, model, product, target) -> dict:
     return {
         "read": lambda: read_exposure(source),
-        "background": lambda: model_exposure_background(exposure),
+        "background": lambda: model_exposure_background(exposure, threads=THREADS),
         "subtract": lambda: subtract_background(exposure, model),
         "write": lambda: write_exposure(product, target),
     }
@@ -27,7 +30,9 @@ def _stages(source, exposure, model, product, target) -> dict:
 
 def _cycle(source: Path, target: Path) -> None:
     exposure = read_exposure(source)
-    write_exposure(subtract_background(exposure, model_exposure_background(exposure)), target)
+    write_exposure(
+        subtract_background(exposure, model_exposure_background(exposure, threads=THREADS)), target
+    )
 
 
 def main() -> None:

@@ -27,6 +27,9 @@ def _engines(exposure) -> dict:
     data = np.ascontiguousarray(exposure.sci)
     runs = {
         "fast": lambda: estimate_background(data, dq=exposure.dq, engine="fast").background,
+        "fast, 2 threads": lambda: (
+            estimate_background(data, dq=exposure.dq, engine="fast", threads=2).background
+        ),
         "lsst": lambda: estimate_background(data, dq=exposure.dq, engine="lsst").background,
         "photutils": lambda: (
             estimate_background(data, dq=exposure.dq, engine="photutils").background

@@ -89,6 +89,7 @@ class Chooser:
             "bin_size": bkg.bin_size,
             "order": bkg.order,
             "weighting": bkg.weighting,
+            "threads": bkg.threads,
         }
 
     async def own_model(self, stage: Stage, exposure: Exposure, *, note: str = "") -> Choice:

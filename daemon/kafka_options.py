@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from daemon.settings import ConfigError, KafkaSecuritySettings, KafkaSourceSettings
 
-__all__ = ["client_options"]
+__all__ = ["client_options", "started"]
+
+log = logging.getLogger("skystream.kafka")
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+
+async def started(make: Callable[[], C]) -> C:
+    """A started aiokafka client, made anew and retried with backoff while brokers are down."""
+    delay = 0.5
+    while True:
+        client = make()
+        try:
+            await client.start()
+        except KafkaError as exc:
+            await client.stop()
+            # The cause is in the message; a traceback per retry would drown the log.
+            log.error("cannot reach the Kafka brokers (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        else:
+            return client
 
 
 def _password(security: KafkaSecuritySettings, environ: Mapping[str, str]) -> str:

@@ -280,6 +280,12 @@ class BackgroundSettings(_Section):
     bin_size: int = Field(128, ge=1, description="lsst engine: superpixel size in pixels.")
     order: int = Field(6, ge=0, description="lsst engine: Chebyshev order (reduced if needed).")
     weighting: bool = Field(True, description="lsst engine: inverse-variance weighted fit.")
+    threads: int = Field(
+        2,
+        ge=1,
+        description="fast engine: threads sharing one exposure (bands of boxes and rows); "
+        "a single-lane stream otherwise leaves the other core idle.",
+    )
     stack: StackSettings = StackSettings()
     rolling_sky: RollingSkySettings = RollingSkySettings()
 

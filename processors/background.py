@@ -123,6 +123,7 @@ def estimate_background(
     bin_size: int = 128,
     order: int = 6,
     weighting: bool = True,
+    threads: int = 1,
 ) -> BackgroundResult:
     """Estimate a 2-D background map of one image.
 
@@ -172,6 +173,9 @@ def estimate_background(
         ``lsst``: Chebyshev order (reduced on small grids).
     weighting : bool, optional
         ``lsst``: weight cells by the inverse variance of their MEANCLIP.
+    threads : int, optional
+        ``fast``: threads that share this one image (bands of boxes and of output rows;
+        identical results). 1 leaves the other cores to other exposures.
 
     Returns
     -------
@@ -215,6 +219,8 @@ def estimate_background(
         raise ValueError(f"bin_size must be a positive integer, got {bin_size}")
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     if dq is not None and np.shape(dq) != image.shape:
         raise ValueError(f"dq shape {np.shape(dq)} does not match data shape {image.shape}")
 
@@ -241,7 +247,7 @@ def estimate_background(
     else:
         work = np.ascontiguousarray(image, dtype=np.float32)
         if engine == "fast":
-            out = fast_background(work, flags, badbits, mesh)
+            out = fast_background(work, flags, badbits, mesh, threads=threads)
             params = {"engine": engine, "box_size": box, **mesh_params}
         else:
             out = lsst_background(

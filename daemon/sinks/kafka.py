@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from daemon.kafka_options import started
 from daemon.metrics import Metrics
 
 __all__ = ["EventPublisher"]
@@ -38,19 +39,7 @@ class EventPublisher:
 
     async def start(self) -> None:
         """Connect, retrying while the brokers are unreachable."""
-        delay = 0.5
-        while True:
-            producer = AIOKafkaProducer(**self._options, acks="all")
-            try:
-                await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
-                log.error("cannot reach the Kafka brokers (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            else:
-                self._producer = producer
-                return
+        self._producer = await started(lambda: AIOKafkaProducer(**self._options, acks="all"))
 
     async def stop(self) -> None:
         """Flush and disconnect (bounded)."""

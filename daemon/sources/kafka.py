@@ -16,6 +16,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from daemon.claims import parse_exposure_event
 from daemon.errors import InvalidInput
+from daemon.kafka_options import started
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSourceSettings
 from daemon.sinks.kafka import EventPublisher
@@ -123,9 +124,8 @@ class KafkaSource:
     async def start(self) -> None:
         """Join the consumer group (retrying while the brokers are unreachable)."""
         s = self._settings
-        delay = 0.5
-        while True:
-            consumer = AIOKafkaConsumer(
+        consumer = await started(
+            lambda: AIOKafkaConsumer(
                 **self._options,
                 group_id=s.group_id,
                 enable_auto_commit=False,
@@ -135,15 +135,7 @@ class KafkaSource:
                 max_poll_interval_ms=s.max_poll_interval_ms,
                 fetch_max_wait_ms=s.fetch_max_wait_ms,
             )
-            try:
-                await consumer.start()
-            except KafkaError as exc:
-                await consumer.stop()
-                log.error("cannot reach the Kafka brokers (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            break
+        )
         consumer.subscribe([s.topic], listener=_Rebalance(self))
         self._consumer = consumer
         self._poller = asyncio.create_task(self._poll(consumer), name="kafka-poll")

@@ -39,7 +39,7 @@ def _buffers(capacity):
         np.empty((_SAMPLE_SIDE + 1) ** 2, np.float64),  # sample
         np.empty(capacity, np.float64),  # values
         np.empty(capacity, np.int32),  # bins
-        np.empty(_NBINS, np.int64),  # counts
+        np.empty(_NBINS + 2, np.int64),  # counts (+ outside the window, + masked)
         np.empty(_NBINS + 1, np.int64),  # cum
         np.empty(_NBINS + 1, np.float64),  # wsum
         np.empty(_NBINS + 1, np.float64),  # wsum2
@@ -104,8 +104,61 @@ def _median(m, lo, hi, cum, counts, start, width, nbins, out, nlow):
 
 
 @nb.njit(nogil=True, cache=True)
-def _histogram_box(data, flags, badbits, y0, y1, x0, x1, reach, buffers):
-    """Fill the buffers for one box; return (n, gathered, nout, nlow, ref, start, width, nbins)."""
+def _gather_exact(data, flags, badbits, y0, y1, x0, x1, ref, out):
+    """Every good finite value of the box, relative to ``ref``, into ``out``; return count."""
+    nout = 0
+    for y in range(y0, y1):
+        row = data[y]
+        frow = flags[y]
+        for x in range(x0, x1):
+            v = row[x] - ref
+            if (frow[x] & badbits) == 0 and np.isfinite(v):
+                out[nout] = v
+                nout += 1
+    return nout
+
+
+@nb.njit(nogil=True, cache=True)
+def _bin_box(data, flags, badbits, y0, y1, x0, x1, ref, start, inv_width, counts, bins, out):
+    """One pass over the box: window values counted in ``counts``, the others kept in ``out``.
+
+    Each row is binned first in a loop the compiler vectorises (float32, as the data; bin
+    ``_NBINS`` collects values outside the window and ``_NBINS + 1`` masked ones), then
+    counted. Returns (values counted or kept, values kept).
+    """
+    counts[:] = 0
+    nout = 0
+    offset = np.float32(-(ref + start))
+    scale = np.float32(inv_width)
+    width = x1 - x0
+    for y in range(y0, y1):
+        row = data[y, x0:x1]
+        frow = flags[y, x0:x1]
+        for x in range(width):
+            t = (row[x] + offset) * scale
+            k = np.int32(t) if (t >= 0.0 and t < _NBINS) else np.int32(_NBINS)  # NaN: out
+            bins[x] = k if (frow[x] & badbits) == 0 else np.int32(_NBINS + 1)
+        for x in range(width):
+            k = bins[x]
+            counts[k] += 1
+            if k == _NBINS:
+                v = row[x] - ref
+                if np.isfinite(v):
+                    out[nout] = v
+                    nout += 1
+    n = nout
+    for k in range(_NBINS):
+        n += counts[k]
+    return n, nout
+
+
+@nb.njit(nogil=True, cache=True)
+def _histogram_box(data, flags, badbits, y0, y1, x0, x1, reach, keep_values, buffers):
+    """Fill the buffers for one box; return (n, gathered, nout, nlow, ref, start, width, nbins).
+
+    ``values[:gathered]`` holds the box's good values relative to ``ref`` only when
+    ``keep_values`` (the biweight needs them); otherwise ``gathered`` is 0.
+    """
     sample, values, bins, counts, cum, wsum, wsum2, out, p1, p2 = buffers
     area = (y1 - y0) * (x1 - x0)
     step_y = max((y1 - y0) // _SAMPLE_SIDE, 1)
@@ -130,45 +183,35 @@ def _histogram_box(data, flags, badbits, y0, y1, x0, x1, reach, buffers):
     ref = seed[ns // 2]
     spread = (seed[(3 * ns) // 4] - seed[ns // 4]) * 2.0 * _IQR_TO_SIGMA
 
-    # Gather unmasked values relative to the guess in a loop the compiler vectorises.
     gathered = 0
-    for y in range(y0, y1):
-        row = data[y]
-        frow = flags[y]
-        for x in range(x0, x1):
-            values[gathered] = row[x] - ref
-            gathered += (frow[x] & badbits) == 0
+    if keep_values:
+        for y in range(y0, y1):
+            row = data[y]
+            frow = flags[y]
+            for x in range(x0, x1):
+                values[gathered] = row[x] - ref
+                gathered += (frow[x] & badbits) == 0
 
     use_window = spread > 0.0 and area >= _MIN_FOR_HISTOGRAM
     n = nout = nbins = 0
     start = 0.0
     width = 1.0
-    for attempt in range(2):
-        # Without a window (the exact path) there are no bins and every value is "low".
-        nbins = _NBINS if use_window else 0
-        start = -reach * spread if use_window else 0.0
-        width = 2.0 * reach * spread / _NBINS if use_window else 1.0
-        inv_width = 1.0 / width
-        for i in range(gathered):
-            t = (values[i] - start) * inv_width
-            bins[i] = int(t) if 0.0 <= t < nbins else -1  # NaN compares False
-        counts[:] = 0
-        n = 0
-        nout = 0
-        for i in range(gathered):
-            k = bins[i]
-            if k >= 0:
-                counts[k] += 1
-                n += 1
-            elif np.isfinite(values[i]):
-                out[nout] = values[i]
-                nout += 1
-                n += 1
-        coarse = use_window and counts.max() * _MAX_BIN_SHARE > n
-        if not use_window or (nout * 4 <= n and not coarse) or attempt == 1:
-            break
+    if use_window:
+        nbins = _NBINS
+        start = -reach * spread
+        width = 2.0 * reach * spread / _NBINS
+        n, nout = _bin_box(data, flags, badbits, y0, y1, x0, x1, ref, start, 1.0 / width,
+                           counts, bins, out)  # fmt: skip
         # Too heavy-tailed for the window, or bins too coarse for the data: go exact.
-        use_window = False
+        use_window = nout * 4 <= n and counts[:_NBINS].max() * _MAX_BIN_SHARE <= n
+    if not use_window:
+        # Without a window there are no bins and every value is "low".
+        nbins = 0
+        start = 0.0
+        width = 1.0
+        counts[:] = 0
+        nout = _gather_exact(data, flags, badbits, y0, y1, x0, x1, ref, out)
+        n = nout
     outliers = out[:nout]
     outliers.sort()
     nlow = np.searchsorted(outliers, start, side="left") if use_window else nout
@@ -249,7 +292,7 @@ def _sigma_clipped_box(
     """astropy-style sigma clip of one box, then the estimator: (bkg, rms, n_survivors)."""
     reach = max(sigma_low, sigma_high) + 2.0
     n, gathered, nout, nlow, ref, start, width, nbins = _histogram_box(
-        data, flags, badbits, y0, y1, x0, x1, reach, buffers
+        data, flags, badbits, y0, y1, x0, x1, reach, estimator == BIWEIGHT, buffers
     )
     if n == 0:
         return np.nan, np.nan, 0
@@ -365,7 +408,7 @@ def meanclip_cells(data, flags, badbits, y_edges, x_edges, n_sigma, n_iter):
         for ix in range(ncx):
             n, _, nout, nlow, ref, start, width, nbins = _histogram_box(
                 data, flags, badbits, y_edges[iy], y_edges[iy + 1], x_edges[ix],
-                x_edges[ix + 1], reach, buffers,
+                x_edges[ix + 1], reach, False, buffers,
             )  # fmt: skip
             if n == 0:
                 continue

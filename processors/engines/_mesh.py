@@ -9,6 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import spline_filter1d, zoom
 from scipy.spatial import cKDTree
 
+from processors.engines._bands import bands, map_bands
 from processors.engines._spline_kernel import spline_rows
 
 __all__ = ["fill_excluded", "median_filter_mesh", "spline_factors", "upsample"]
@@ -106,12 +107,15 @@ def spline_factors(
     return prefilter, taps, weights
 
 
-def upsample(mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+def upsample(
+    mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int], *, threads: int = 1
+) -> np.ndarray:
     """Cubic-spline upsampling of a mesh to ``shape``, equal to photutils' ``zoom``.
 
     Cubic B-spline, reflect boundary, mesh samples at box centres, cropped to ``shape``
     and clipped to the mesh range. The prefilter acts on the small mesh; the four-tap
-    evaluation runs in a compiled, GIL-free kernel that also clips.
+    evaluation runs in a compiled, GIL-free kernel that also clips, in ``threads`` bands
+    of output rows.
     """
     low, high = float(np.min(mesh)), float(np.max(mesh))
     if low == high:
@@ -122,4 +126,10 @@ def upsample(mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int]) -> 
     # Along x for every coefficient row: (my, nx, 4) taps weighted and summed.
     rows = np.einsum("mjk,jk->mj", coefficients[:, taps_x], weights_x, dtype=np.float64)
     out = np.empty(shape, dtype=np.float32)
-    return spline_rows(rows.astype(np.float32), taps_y, weights_y, low, high, out)
+    rows32 = rows.astype(np.float32)
+
+    def band(i0: int, i1: int) -> None:
+        spline_rows(rows32, taps_y[i0:i1], weights_y[i0:i1], low, high, out[i0:i1])
+
+    map_bands(band, bands(shape[0], threads))
+    return out

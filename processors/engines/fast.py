@@ -6,6 +6,7 @@ import numpy as np
 
 from processors._validation import NoValidPixelsError
 from processors.engines import EngineOutput, MeshParameters
+from processors.engines._bands import bands, map_bands
 from processors.engines._clip_kernel import ESTIMATOR_CODES, mesh_statistics
 from processors.engines._mesh import fill_excluded, median_filter_mesh, upsample
 
@@ -17,6 +18,8 @@ def fast_background(
     flags: np.ndarray,
     badbits: int,
     mesh: MeshParameters,
+    *,
+    threads: int = 1,
 ) -> EngineOutput:
     """Background and RMS of an image with photutils ``Background2D`` semantics.
 
@@ -26,6 +29,9 @@ def fast_background(
     own area, or none, are excluded; the partial boxes at the top and right are judged by
     their own area, so they are used.
 
+    ``threads`` > 1 splits the box rows and the output rows into bands computed on that
+    many threads (identical results).
+
     Raises
     ------
     NoValidPixelsError
@@ -33,12 +39,17 @@ def fast_background(
     """
     box = mesh.box
     iterations = 10_000 if mesh.maxiters is None else int(mesh.maxiters)
-    values, rms_values, ngood = mesh_statistics(
-        image, flags, flags.dtype.type(badbits), box[0], box[1], float(mesh.sigma_low),
-        float(mesh.sigma_high), iterations, mesh.cenfunc == "median",
-        ESTIMATOR_CODES[mesh.estimator],
-    )  # fmt: skip
     ny, nx = image.shape
+
+    def band_statistics(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return mesh_statistics(
+            image[y0:y1], flags[y0:y1], flags.dtype.type(badbits), box[0], box[1],
+            float(mesh.sigma_low), float(mesh.sigma_high), iterations,
+            mesh.cenfunc == "median", ESTIMATOR_CODES[mesh.estimator],
+        )  # fmt: skip
+
+    parts = map_bands(band_statistics, bands(ny, threads, box[0]))
+    values, rms_values, ngood = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
     heights = np.minimum(box[0], ny - np.arange(values.shape[0]) * box[0])
     widths = np.minimum(box[1], nx - np.arange(values.shape[1]) * box[1])
     area = heights[:, None] * widths[None, :]
@@ -55,8 +66,8 @@ def fast_background(
         values, rms_values, mesh.filter_size, mesh.filter_threshold
     )
     return EngineOutput(
-        background=upsample(values, box, (ny, nx)),
-        rms_map=lambda: upsample(rms_values, box, (ny, nx)),
+        background=upsample(values, box, (ny, nx), threads=threads),
+        rms_map=lambda: upsample(rms_values, box, (ny, nx), threads=threads),
         mesh=values,
         rms_mesh=rms_values,
         ngood=ngood,

@@ -217,3 +217,42 @@ def test_concurrent_calls_give_the_serial_results(engine) -> None:
         thread.join()
     for index, expected in enumerate(serial):
         np.testing.assert_array_equal(results[index], expected)
+
+
+@pytest.mark.parametrize(
+    ("shape", "box"), [((512, 512), 64), ((333, 517), (40, 48)), ((70, 900), 64)]
+)
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_bands_on_several_threads_give_the_single_thread_result(shape, box, threads) -> None:
+    exposure = simulate_exposure(3, size=shape, seed=4)
+    one = estimate_background(exposure.sci, dq=exposure.dq, box_size=box)
+    many = estimate_background(exposure.sci, dq=exposure.dq, box_size=box, threads=threads)
+    np.testing.assert_array_equal(many.background, one.background)
+    np.testing.assert_array_equal(many.rms, one.rms)
+    np.testing.assert_array_equal(many.mesh, one.mesh)
+
+
+def test_concurrent_calls_that_each_use_bands_give_the_serial_results() -> None:
+    images = [simulate_exposure(i, size=384, seed=2) for i in range(4)]
+    serial = [estimate_background(e.sci, dq=e.dq).background for e in images]
+    barrier = threading.Barrier(len(images))
+    results: dict[int, np.ndarray] = {}
+
+    def work(index: int) -> None:
+        barrier.wait()
+        results[index] = estimate_background(
+            images[index].sci, dq=images[index].dq, threads=2
+        ).background
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for index, expected in enumerate(serial):
+        np.testing.assert_array_equal(results[index], expected)
+
+
+def test_threads_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        estimate_background(np.ones((64, 64), np.float32), threads=0)
