@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_seconds, photutils_reference
 
 from daemon.fits_io import read_exposure, write_exposure
+from daemon.memory import retain_freed_memory
 from processors import model_exposure_background, simulate_exposure, subtract_background
 
 #: As the daemon's default ``background.threads``.
@@ -36,6 +37,7 @@ def _cycle(source: Path, target: Path) -> None:
 
 
 def main() -> None:
+    retain_freed_memory()  # as `skystream run` does (workers.retain_memory)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=3)

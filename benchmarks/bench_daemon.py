@@ -18,6 +18,7 @@ from _common import median_seconds, photutils_reference
 
 from daemon.events import ProductEvent
 from daemon.fits_io import read_exposure, write_exposure
+from daemon.memory import retain_freed_memory
 from daemon.service import Service
 from daemon.settings import load_settings, merge_overrides
 from processors import simulate_exposure
@@ -55,6 +56,7 @@ async def _stream(base: Path, template: Path, count: int, interval: float) -> tu
 
 
 def main() -> None:
+    retain_freed_memory()  # as `skystream run` does (workers.retain_memory)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--count", type=int, default=12)

@@ -17,6 +17,7 @@ from daemon.demo import run_demo
 from daemon.errors import Fatal
 from daemon.fits_io import write_exposure
 from daemon.logs import configure_logging
+from daemon.memory import retain_freed_memory
 from daemon.pipeline import stack_key_of
 from daemon.service import Service
 from daemon.settings import (
@@ -162,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(settings_to_yaml(settings), end="")
             return EXIT_OK
         configure_logging(settings.logging.level, settings.logging.format)
+        if settings.workers.retain_memory:
+            retain_freed_memory()
         if args.command == "process":
             return _process(args, settings)
         return _run(settings)

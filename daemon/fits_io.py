@@ -14,6 +14,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from daemon.errors import InvalidInput
+from daemon.fits_writer import write_image_hdus
 from processors import Exposure
 
 __all__ = [
@@ -270,17 +271,13 @@ def write_exposure(exposure: Exposure, path: Path, *, fsync: bool = True) -> Non
     The file appears under ``path`` only once complete; a crash leaves at most a hidden
     temporary file, which `remove_stale_temporaries` deletes at the next start.
     """
-    primary = fits.PrimaryHDU(header=_strip_structural(exposure.header))
     sci_header = exposure.wcs.to_header() if exposure.wcs is not None else fits.Header()
-    hdus: list[fits.PrimaryHDU | fits.ImageHDU] = [
-        primary,
-        fits.ImageHDU(exposure.sci, header=sci_header, name="SCI"),
-    ]
+    images = [("SCI", exposure.sci, sci_header)]
     if exposure.err is not None:
-        hdus.append(fits.ImageHDU(exposure.err, name="ERR"))
-    hdus.append(fits.ImageHDU(exposure.dq, name="DQ"))
+        images.append(("ERR", exposure.err, fits.Header()))
+    images.append(("DQ", exposure.dq, fits.Header()))
     with _atomic(path, fsync=fsync) as handle:
-        fits.HDUList(hdus).writeto(handle)
+        write_image_hdus(handle, _strip_structural(exposure.header), images)
 
 
 def write_json(document: Any, path: Path, *, fsync: bool = True) -> None:

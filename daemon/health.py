@@ -8,6 +8,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from daemon.errors import Fatal
 from daemon.metrics import Metrics
 
 __all__ = ["HealthServer"]
@@ -76,7 +77,15 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._requested_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise Fatal(
+                f"cannot serve metrics on {self._host}:{self._requested_port} ({exc.strerror}); "
+                "set metrics.port to a free port"
+            ) from None
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._requested_port

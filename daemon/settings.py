@@ -333,6 +333,11 @@ class WorkerSettings(_Section):
     """CPU worker pool."""
 
     threads: int = Field(2, ge=1, description="Worker threads for reading, modelling, writing.")
+    retain_memory: bool = Field(
+        True,
+        description="Keep freed memory for the next exposure instead of returning it to the "
+        "system (glibc); on VMs that reclaim freed pages this makes reads ~10x faster.",
+    )
 
 
 class MetricsSettings(_Section):

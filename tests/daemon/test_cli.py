@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,3 +138,20 @@ def test_signal_mid_stream_leaves_no_partial_product_and_loses_nothing(
     assert proc.returncode == 0
     for name, stamp in stamps.items():
         assert (products / name).stat().st_mtime_ns == stamp
+
+
+def test_a_busy_metrics_port_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"metrics": {"host": "127.0.0.1", "port": port}}))
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "set metrics.port to a free port" in result.stderr
+    assert "Traceback" not in result.stderr

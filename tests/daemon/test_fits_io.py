@@ -16,7 +16,7 @@ from daemon.fits_io import (
     remove_stale_temporaries,
     write_exposure,
 )
-from processors import DQ
+from processors import DQ, Exposure
 from tests.conftest import header_only_fits, small_exposure
 
 
@@ -155,3 +155,30 @@ def test_dq_flags_survive(tmp_path: Path) -> None:
     exposure = small_exposure()
     write_exposure(exposure, path)
     assert (read_exposure(path).dq & DQ.REFERENCE_PIXEL).any()
+
+
+@pytest.mark.parametrize(
+    ("shape", "dq_type", "with_err"),
+    [((100, 130), np.uint32, True), ((3, 40, 50), np.uint16, True), ((64, 64), np.int32, False),
+     ((7, 2881), np.uint8, True)],
+)  # fmt: skip
+def test_products_are_byte_identical_to_astropy_writeto(tmp_path, shape, dq_type, with_err):
+    rng = np.random.default_rng(5)
+    sci = rng.normal(100, 5, shape).astype(np.float32)
+    sci[0, 0] = np.nan
+    dq = rng.integers(0, np.iinfo(dq_type).max, shape, endpoint=True).astype(dq_type)
+    err = np.abs(rng.normal(1, 0.1, shape)).astype(np.float32) if with_err else None
+    header = fits.Header({"INSTRUME": "SIMCAM", "EXPTIME": 30.0})
+    exposure = Exposure(sci=sci, err=err, dq=dq, header=header)
+    ours = tmp_path / "ours.fits"
+    write_exposure(exposure, ours)
+    # The planes as the Exposure holds them (its DQ is always uint32).
+    hdus = [fits.PrimaryHDU(header=header), fits.ImageHDU(exposure.sci, name="SCI")]
+    if exposure.err is not None:
+        hdus.append(fits.ImageHDU(exposure.err, name="ERR"))
+    hdus.append(fits.ImageHDU(exposure.dq, name="DQ"))
+    fits.HDUList(hdus).writeto(tmp_path / "astropy.fits")
+    assert ours.read_bytes() == (tmp_path / "astropy.fits").read_bytes()
+    back = read_exposure(ours)
+    np.testing.assert_array_equal(back.dq, dq)
+    np.testing.assert_array_equal(back.sci, sci)
