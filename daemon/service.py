@@ -118,18 +118,14 @@ class Service:
             return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
 
         kafka = settings.source.kafka
-        uses_kafka = self._source_override is None and settings.source.kind == "kafka"
-        options = (
-            client_options(kafka)
-            if uses_kafka or settings.output.product_topic or settings.output.skymatch_topic
-            else None
-        )
-        publisher = EventPublisher(options, self.metrics) if options is not None else None
-        state_topic = (
-            StateTopic(kafka.state_topic, publisher, options)
-            if uses_kafka and kafka.state_topic and publisher is not None and options
-            else None
-        )
+        consumes = self._source_override is None and settings.source.kind == "kafka"
+        options: dict[str, Any] = {}
+        publisher = state_topic = None
+        if consumes or settings.output.product_topic or settings.output.skymatch_topic:
+            options = client_options(kafka)
+            publisher = EventPublisher(options, self.metrics)
+            if consumes and kafka.state_topic:
+                state_topic = StateTopic(kafka.state_topic, publisher, options)
         groups = (
             SkyMatchGroups(
                 settings.skymatch,
@@ -139,11 +135,7 @@ class Service:
                 in_pool=in_pool,
                 fsync=settings.output.fsync,
                 on_closed=self._skymatch_publisher(publisher),
-                on_state=(
-                    functools.partial(_share_state, state_topic, SKYMATCH_PREFIX)
-                    if state_topic is not None
-                    else None
-                ),
+                on_state=_state_sink(state_topic, SKYMATCH_PREFIX),
             )
             if settings.skymatch.enabled
             else None
@@ -164,18 +156,14 @@ class Service:
             skymatch=groups,
             publisher=publisher,
             on_product=self._on_product,
-            on_stack_saved=(
-                functools.partial(_share_state, state_topic, STACK_PREFIX)
-                if state_topic is not None
-                else None
-            ),
+            on_stack_saved=_state_sink(state_topic, STACK_PREFIX),
         )
         self.lanes = Lanes(
             pipeline.process, queue_size=settings.lanes.queue_size, metrics=self.metrics
         )
         if self._source_override is not None:
             self.source = self._source_override
-        elif uses_kafka and options is not None and publisher is not None:
+        elif consumes and publisher is not None:
             takeover = (
                 functools.partial(_take_over, state_topic, store, groups)
                 if state_topic is not None
@@ -318,10 +306,17 @@ class Service:
         log.info("stopped")
 
 
-async def _share_state(
-    state_topic: StateTopic, prefix: str, name: str, record: dict[str, Any] | None
-) -> None:
-    await state_topic.publish(prefix + name, record)
+def _state_sink(
+    state_topic: StateTopic | None, prefix: str
+) -> Callable[[str, dict[str, Any] | None], Awaitable[None]] | None:
+    """Publishes a stack's or group's record under ``prefix + name`` (None: no state topic)."""
+    if state_topic is None:
+        return None
+
+    async def share(name: str, record: dict[str, Any] | None) -> None:
+        await state_topic.publish(prefix + name, record)
+
+    return share
 
 
 async def _take_over(
