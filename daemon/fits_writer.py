@@ -33,7 +33,7 @@ def _write_pixels(handle: IO[bytes], data: np.ndarray) -> None:
     flat = np.ascontiguousarray(data).reshape(-1)
     step = max(_SLICE_BYTES // max(flat.itemsize, 1), 1)
     for start in range(0, flat.size, step):
-        handle.write(_stored(flat[start : start + step]).tobytes())
+        handle.write(_stored(flat[start : start + step]).data)
     handle.write(b"\0" * (-flat.nbytes % _BLOCK))
 
 
