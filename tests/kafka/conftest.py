@@ -20,11 +20,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.kafka.helpers import free_port
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -74,7 +70,7 @@ def bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    port = _free_port()
+    port = free_port()
     process = _start_tansu(port, "memory://tansu/")
     try:
         yield f"127.0.0.1:{port}"
@@ -85,7 +81,7 @@ def bootstrap() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A local S3 (moto_server) for the durable brokers."""
-    port = _free_port()
+    port = free_port()
     moto = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen(
         [str(moto), "-H", "127.0.0.1", "-p", str(port)],
@@ -106,7 +102,7 @@ class DurableBroker:
     def __init__(self, endpoint: str) -> None:
         import boto3
 
-        self.port = _free_port()
+        self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         bucket = f"tansu-{uuid.uuid4().hex[:8]}"
         self._storage = f"s3://{bucket}/"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from daemon.settings import Settings
@@ -23,6 +24,25 @@ from tests.conftest import test_settings
 
 #: Client timings the tansu broker needs (a group join takes session_timeout_ms / 2).
 CLIENT = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
+    """Offsets the group committed, summed over the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, **CLIENT)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or {0}
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in partitions]
+    finally:
+        await consumer.stop()
+    return sum(offset or 0 for offset in offsets)
 
 
 def kafka_overrides(tmp_path: Path, bootstrap: str, **kafka: Any) -> dict[str, Any]:

@@ -23,8 +23,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.daemon.test_skymatch_stream import OFFSETS, _tiles
-from tests.kafka.conftest import _free_port
-from tests.kafka.helpers import event, kafka_overrides, kafka_settings, read, send
+from tests.kafka.helpers import event, free_port, kafka_overrides, kafka_settings, read, send
 
 pytestmark = pytest.mark.asyncio
 
@@ -73,7 +72,7 @@ async def test_full_lane_pauses_the_partition_and_long_work_keeps_the_group(
 
 
 async def test_readyz_is_false_until_the_group_is_joined_and_stop_is_bounded(tmp_path) -> None:
-    dead = f"127.0.0.1:{_free_port()}"  # nothing listens here
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens here
     settings = kafka_settings(tmp_path, dead)
     service = Service(settings, registry=CollectorRegistry())
     task = asyncio.create_task(service.run())

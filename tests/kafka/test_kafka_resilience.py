@@ -10,13 +10,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from daemon.fits_io import check_fits_complete, read_exposure, write_exposure
 from tests.conftest import products_in, running, small_exposure, wait_for_count, wait_until
 from tests.kafka.helpers import (
-    CLIENT,
     DaemonProcess,
+    committed_offsets,
     event,
     kafka_overrides,
     kafka_settings,
@@ -32,18 +31,6 @@ def _exposures(tmp_path: Path, count: int, size: int) -> list[tuple[bytes, bytes
     for index in range(count):
         write_exposure(small_exposure(index, size=size), data / f"e{index:02d}.fits")
     return [(b"SIMCAM/SIM1/J", event(f"e{i:02d}", data / f"e{i:02d}.fits")) for i in range(count)]
-
-
-async def _committed(bootstrap: str, group: str, topic: str) -> int:
-    """Offsets the group committed, summed over the topic's partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, **CLIENT)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or {0}
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in partitions]
-    finally:
-        await consumer.stop()
-    return sum(offset or 0 for offset in offsets)
 
 
 def _check_products(tmp_path: Path, count: int, size: int) -> None:
@@ -112,7 +99,7 @@ def test_sigterm_with_events_in_flight_drains_and_commits(tmp_path, bootstrap) -
         assert "stop requested" in log
         finished = products_in(tmp_path / "products")
         assert len(finished) < count, "the signal came too late to test anything"
-        committed = asyncio.run(_committed(bootstrap, kafka["group_id"], kafka["topic"]))
+        committed = asyncio.run(committed_offsets(bootstrap, kafka["group_id"], kafka["topic"]))
         assert committed == len(finished)  # every settled exposure, and nothing else
         stamps = {p.name: p.stat().st_mtime_ns for p in finished}
 
@@ -123,7 +110,7 @@ def test_sigterm_with_events_in_flight_drains_and_commits(tmp_path, bootstrap) -
         daemon.kill()
     for name, stamp in stamps.items():
         assert (tmp_path / "products" / name).stat().st_mtime_ns == stamp, f"{name} redone"
-    assert asyncio.run(_committed(bootstrap, kafka["group_id"], kafka["topic"])) == count
+    assert asyncio.run(committed_offsets(bootstrap, kafka["group_id"], kafka["topic"])) == count
     _check_products(tmp_path, count, size)
 
 
@@ -149,4 +136,4 @@ async def test_broker_killed_and_restarted_the_daemon_recovers_alone(
         await wait_until(lambda: service.readiness()[0], 60)
     raw = await read_all(bootstrap, settings.output.product_topic)
     _check_events(raw, 8)
-    assert await _committed(bootstrap, settings.source.kafka.group_id, topic) == 8
+    assert await committed_offsets(bootstrap, settings.source.kafka.group_id, topic) == 8

@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from daemon.fits_io import write_exposure
 from tests.conftest import (
@@ -17,7 +16,7 @@ from tests.conftest import (
     wait_for_count,
     wait_until,
 )
-from tests.kafka.helpers import CLIENT, event, kafka_settings, read, send
+from tests.kafka.helpers import committed_offsets, event, kafka_settings, read, send
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,14 +89,8 @@ async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
     assert [r["reason"] for r in letters] == [reason for _, reason in bad]
     assert all(r["detail"] for r in letters)
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
-                                group_id=settings.source.kafka.group_id, **CLIENT)  # fmt: skip
-    await consumer.start()
-    try:
-        committed = await consumer.committed(TopicPartition(settings.source.kafka.topic, 0))
-    finally:
-        await consumer.stop()
-    assert committed == len(messages)
+    kafka = settings.source.kafka
+    assert await committed_offsets(bootstrap, kafka.group_id, kafka.topic) == len(messages)
 
 
 async def test_simulate_publishes_events_the_daemon_processes(tmp_path, bootstrap) -> None:
