@@ -91,7 +91,7 @@ def arrival_table(sizes: list[int], side: int) -> None:
     print("|---|---|---|---|")
     import tempfile
 
-    from daemon.fits_io import read_exposure, write_exposure
+    from daemon.fileio.fits_io import read_exposure, write_exposure
 
     rng = np.random.default_rng(1)
     for n in sizes:

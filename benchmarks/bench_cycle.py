@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median_seconds, photutils_reference
 
-from daemon.fits_io import read_exposure, write_exposure
-from daemon.memory import retain_freed_memory
+from daemon.fileio.fits_io import read_exposure, write_exposure
+from daemon.ops.memory import retain_freed_memory
 from processors import model_exposure_background, simulate_exposure, subtract_background
 
 #: As the daemon's default ``background.threads``.

@@ -16,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median_seconds, photutils_reference
 
+from daemon.app.service import Service
+from daemon.app.settings import load_settings, merge_overrides
 from daemon.events import ProductEvent
-from daemon.fits_io import read_exposure, write_exposure
-from daemon.memory import retain_freed_memory
-from daemon.service import Service
-from daemon.settings import load_settings, merge_overrides
+from daemon.fileio.fits_io import read_exposure, write_exposure
+from daemon.ops.memory import retain_freed_memory
 from processors import simulate_exposure
 
 

@@ -31,7 +31,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from daemon.fits_io import write_exposure
+from daemon.fileio.fits_io import write_exposure
 from processors import simulate_exposure
 
 CLIENT = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}

@@ -1,5 +1,5 @@
 """``python -m daemon`` runs the skystream command line."""
 
-from daemon.cli import main
+from daemon.app.cli import main
 
 raise SystemExit(main())

@@ -15,9 +15,9 @@ import pytest
 from astropy.io import fits
 from prometheus_client import CollectorRegistry
 
-from daemon.fits_io import write_exposure
-from daemon.service import Service
-from daemon.settings import Settings, load_settings, merge_overrides
+from daemon.app.service import Service
+from daemon.app.settings import Settings, load_settings, merge_overrides
+from daemon.fileio.fits_io import write_exposure
 from processors import Exposure, simulate_exposure, warm_up
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from daemon.fits_io import write_exposure
+from daemon.fileio.fits_io import write_exposure
 from processors import DQ
 from tests.conftest import (
     drop_fits,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.cli import main
-from daemon.fits_io import check_fits_complete, read_exposure, write_exposure
+from daemon.app.cli import main
+from daemon.fileio.fits_io import check_fits_complete, read_exposure, write_exposure
 from tests.conftest import small_exposure
 
 
@@ -70,7 +70,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_processes_a_short_night(tmp_path: Path, capsys) -> None:
-    from daemon.demo import run_demo
+    from daemon.app.demo import run_demo
 
     assert run_demo(count=3, size=256, workdir=tmp_path, interval=0.05) == 0
     out = capsys.readouterr().out

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.fits_io import read_exposure, write_exposure
+from daemon.fileio.fits_io import read_exposure, write_exposure
 from tests.conftest import (
     drop_fits,
     metric,

@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from daemon.errors import InvalidInput
-from daemon.fits_io import (
+from daemon.fileio.fits_io import (
     check_fits_complete,
     read_exposure,
     read_primary_header,

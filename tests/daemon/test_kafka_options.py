@@ -6,9 +6,9 @@ import ssl
 
 import pytest
 
-from daemon.cli import main
-from daemon.kafka_options import client_options
-from daemon.settings import ConfigError, load_settings
+from daemon.app.cli import main
+from daemon.app.settings import ConfigError, load_settings
+from daemon.kafka.options import client_options
 
 SECRET = "s3cr3t-Passw0rd"
 

@@ -11,7 +11,7 @@ import pytest
 PROBE = """
 import os, sys
 import numpy as np
-from daemon.memory import retain_freed_memory
+from daemon.ops.memory import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 plane = np.ones((4096, 4096 * 4), dtype=np.float32)  # 256 MB, written so it is resident

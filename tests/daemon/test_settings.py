@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import ConfigError, Settings, load_settings, settings_to_yaml
+from daemon.app.settings import ConfigError, Settings, load_settings, settings_to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from daemon.fits_io import read_exposure
+from daemon.fileio.fits_io import read_exposure
 from processors import Exposure, skymatch
 from tests.conftest import drop_fits, running, test_settings, wait_until
 

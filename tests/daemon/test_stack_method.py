@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io.fits import Header
 
-from daemon.fits_io import read_exposure
+from daemon.fileio.fits_io import read_exposure
 from processors import DQ, Exposure, simulate_exposure
 from tests.conftest import (
     drop_fits,

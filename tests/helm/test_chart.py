@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from daemon.settings import load_settings
+from daemon.app.settings import load_settings
 from tests.helm.tools import helm_binary
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "skystream"

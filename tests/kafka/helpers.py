@@ -19,7 +19,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from daemon.settings import Settings
+from daemon.app.settings import Settings
 from tests.conftest import test_settings
 
 #: Client timings the tansu broker needs (a group join takes session_timeout_ms / 2).

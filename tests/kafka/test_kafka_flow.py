@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.fits_io import write_exposure
-from daemon.service import Service
-from daemon.settings import merge_overrides
+from daemon.app.service import Service
+from daemon.app.settings import merge_overrides
+from daemon.fileio.fits_io import write_exposure
 from tests.conftest import (
     metric,
     products_in,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.fits_io import check_fits_complete, read_exposure, write_exposure
+from daemon.fileio.fits_io import check_fits_complete, read_exposure, write_exposure
 from tests.conftest import products_in, running, small_exposure, wait_for_count, wait_until
 from tests.kafka.helpers import (
     DaemonProcess,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from daemon.fits_io import write_exposure
+from daemon.fileio.fits_io import write_exposure
 from tests.conftest import (
     metric,
     products_in,
@@ -94,7 +94,7 @@ async def test_bad_events_are_dead_lettered_and_the_partition_keeps_flowing(
 
 
 async def test_simulate_publishes_events_the_daemon_processes(tmp_path, bootstrap) -> None:
-    from daemon.cli import main
+    from daemon.app.cli import main
 
     settings = kafka_settings(tmp_path, bootstrap)
     data = tmp_path / "data"

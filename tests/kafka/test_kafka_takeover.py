@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.fits_io import write_exposure
-from daemon.settings import merge_overrides
+from daemon.app.settings import merge_overrides
+from daemon.fileio.fits_io import write_exposure
 from tests.conftest import metric, products_in, running, small_exposure, wait_for_count, wait_until
 from tests.kafka.helpers import create_topic, event, kafka_overrides, read_all, send
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from daemon.app.service import Service
+from daemon.app.settings import Settings, load_settings, merge_overrides
 from daemon.events import ProductEvent
-from daemon.fits_io import write_exposure
-from daemon.service import Service
-from daemon.settings import Settings, load_settings, merge_overrides
+from daemon.fileio.fits_io import write_exposure
 from processors import Exposure, FieldModel, simulate_exposure
 
 __all__ = ["run_demo"]

@@ -14,7 +14,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from daemon.errors import InvalidInput
-from daemon.fits_writer import write_image_hdus
+from daemon.fileio.fits_writer import write_image_hdus
 from processors import Exposure
 
 __all__ = [

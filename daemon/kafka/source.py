@@ -14,13 +14,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from daemon.claims import parse_exposure_event
+from daemon.app.settings import KafkaSourceSettings
 from daemon.errors import InvalidInput
-from daemon.kafka_options import started
-from daemon.metrics import Metrics
-from daemon.settings import KafkaSourceSettings
-from daemon.sinks.kafka import EventPublisher
-from daemon.sources import RETRY, Delivery
+from daemon.intake.claims import parse_exposure_event
+from daemon.intake.delivery import RETRY, Delivery
+from daemon.kafka.options import started
+from daemon.kafka.publisher import EventPublisher
+from daemon.ops.metrics import Metrics
 
 __all__ = ["KafkaSource"]
 
@@ -82,7 +82,7 @@ class KafkaSource:
     settings : KafkaSourceSettings
         Topics, group, limits.
     options : dict
-        Client options (brokers, security) from `daemon.kafka_options.client_options`.
+        Client options (brokers, security) from `daemon.kafka.options.client_options`.
     metrics : Metrics
         Kafka and received counters.
     publisher : EventPublisher

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from daemon.app.settings import RollingSkySettings, StackSettings
 from daemon.errors import InvalidInput
-from daemon.fits_io import read_exposure, write_json
-from daemon.names import safe_file_name
-from daemon.settings import RollingSkySettings, StackSettings
+from daemon.fileio.fits_io import read_exposure, write_json
+from daemon.fileio.names import safe_file_name
 from processors import Exposure, RollingStack, SkyMember
 
 __all__ = ["StackStore"]

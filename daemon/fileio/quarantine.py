@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.fits_io import write_json
+from daemon.fileio.fits_io import write_json
 
 __all__ = ["Quarantine"]
 

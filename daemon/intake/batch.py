@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from daemon.events import ExposureEvent
-from daemon.sources import Delivery
+from daemon.intake.delivery import Delivery
 
 __all__ = ["BatchSource"]
 

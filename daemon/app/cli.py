@@ -12,15 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
-from daemon.announce import announce_files
-from daemon.demo import run_demo
-from daemon.errors import Fatal
-from daemon.fits_io import write_exposure
-from daemon.logs import configure_logging
-from daemon.memory import retain_freed_memory
-from daemon.pipeline import stack_key_of
-from daemon.service import Service
-from daemon.settings import (
+from daemon.app.demo import run_demo
+from daemon.app.service import Service
+from daemon.app.settings import (
     ConfigError,
     RoutingSettings,
     Settings,
@@ -28,8 +22,14 @@ from daemon.settings import (
     merge_overrides,
     settings_to_yaml,
 )
-from daemon.sources import RETRY
-from daemon.sources.batch import BatchSource
+from daemon.errors import Fatal
+from daemon.fileio.fits_io import write_exposure
+from daemon.flow.pipeline import stack_key_of
+from daemon.intake.batch import BatchSource
+from daemon.intake.delivery import RETRY
+from daemon.kafka.announce import announce_files
+from daemon.ops.logs import configure_logging
+from daemon.ops.memory import retain_freed_memory
 from processors import FieldModel, simulate_exposure
 
 __all__ = ["main"]

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.errors import Fatal
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 
 __all__ = ["HealthServer"]
 

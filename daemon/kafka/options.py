@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from daemon.settings import ConfigError, KafkaSecuritySettings, KafkaSourceSettings
+from daemon.app.settings import ConfigError, KafkaSecuritySettings, KafkaSourceSettings
 
 __all__ = ["client_options", "started"]
 

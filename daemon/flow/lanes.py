@@ -8,8 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from daemon.metrics import Metrics
-from daemon.sources import Delivery
+from daemon.intake.delivery import Delivery
+from daemon.ops.metrics import Metrics
 
 __all__ = ["Lanes"]
 

@@ -12,24 +12,24 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from daemon.app.settings import Settings
 from daemon.errors import InvalidInput
 from daemon.events import ProductEvent, SkyMatchEvent
-from daemon.health import HealthServer
-from daemon.kafka_options import client_options
-from daemon.lanes import Lanes
-from daemon.ledger import Ledger
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline
-from daemon.quarantine import Quarantine
-from daemon.settings import Settings
-from daemon.sinks.files import DirectorySink
-from daemon.sinks.kafka import EventPublisher
-from daemon.skymatch_groups import SkyMatchGroups
-from daemon.sources import Source
-from daemon.sources.directory import DirectorySource
-from daemon.sources.kafka import KafkaSource
-from daemon.stacks import StackStore
-from daemon.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
+from daemon.fileio.products import DirectorySink
+from daemon.fileio.quarantine import Quarantine
+from daemon.flow.lanes import Lanes
+from daemon.flow.pipeline import Pipeline
+from daemon.intake.delivery import Source
+from daemon.intake.directory import DirectorySource
+from daemon.intake.ledger import Ledger
+from daemon.kafka.options import client_options
+from daemon.kafka.publisher import EventPublisher
+from daemon.kafka.source import KafkaSource
+from daemon.kafka.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
+from daemon.ops.health import HealthServer
+from daemon.ops.metrics import Metrics
+from daemon.state.skymatch_groups import SkyMatchGroups
+from daemon.state.stacks import StackStore
 from processors import warm_up
 
 __all__ = ["Service"]

@@ -10,8 +10,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from daemon.kafka_options import started
-from daemon.metrics import Metrics
+from daemon.kafka.options import started
+from daemon.ops.metrics import Metrics
 
 __all__ = ["EventPublisher"]
 
@@ -27,7 +27,7 @@ class EventPublisher:
     Parameters
     ----------
     options : dict
-        Client options (`daemon.kafka_options.client_options`).
+        Client options (`daemon.kafka.options.client_options`).
     metrics : Metrics
         Produced-events counter.
     """

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from daemon.sinks.kafka import EventPublisher
+from daemon.kafka.publisher import EventPublisher
 
 __all__ = ["STACK_PREFIX", "SKYMATCH_PREFIX", "StateTopic"]
 

@@ -23,13 +23,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.app.settings import DirectorySourceSettings
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent
-from daemon.fits_io import check_fits_complete
-from daemon.ledger import Ledger, LedgerEntry
-from daemon.metrics import Metrics
-from daemon.settings import DirectorySourceSettings
-from daemon.sources import RETRY, Delivery
+from daemon.fileio.fits_io import check_fits_complete
+from daemon.intake.delivery import RETRY, Delivery
+from daemon.intake.ledger import Ledger, LedgerEntry
+from daemon.ops.metrics import Metrics
 
 __all__ = ["DirectorySource"]
 
@@ -82,7 +82,7 @@ class DirectorySource:
     """Deliveries of complete FITS files that appear in a folder.
 
     File-system events are latency hints only: a file is handed on when it is a complete
-    FITS (`daemon.fits_io.check_fits_complete`) and either a close-after-write or
+    FITS (`daemon.fileio.fits_io.check_fits_complete`) and either a close-after-write or
     rename-into-place event was seen or its size and mtime stayed unchanged for
     ``settle_seconds`` (polling file systems emit neither). A scan at start-up and every
     ``rescan_seconds`` finds what arrived while the daemon was down or what an inotify

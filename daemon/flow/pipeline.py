@@ -15,19 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.backgrounds import Choice, Chooser, OnStackSaved
+from daemon.app.settings import Settings
 from daemon.errors import InvalidInput
 from daemon.events import ProductEvent
-from daemon.fits_io import read_exposure, read_primary_header, write_exposure
-from daemon.kinds import exposure_kind, observation_time
-from daemon.metrics import Metrics
-from daemon.quarantine import Quarantine
-from daemon.settings import Settings
-from daemon.sinks.files import DirectorySink
-from daemon.sinks.kafka import EventPublisher
-from daemon.skymatch_groups import SkyMatchGroups
-from daemon.sources import RETRY, Delivery
-from daemon.stacks import StackStore
+from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
+from daemon.fileio.products import DirectorySink
+from daemon.fileio.quarantine import Quarantine
+from daemon.flow.backgrounds import Choice, Chooser, OnStackSaved
+from daemon.intake.delivery import RETRY, Delivery
+from daemon.intake.kinds import exposure_kind, observation_time
+from daemon.kafka.publisher import EventPublisher
+from daemon.ops.metrics import Metrics
+from daemon.state.skymatch_groups import SkyMatchGroups
+from daemon.state.stacks import StackStore
 from processors import (
     Exposure,
     NoValidPixelsError,

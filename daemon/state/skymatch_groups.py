@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.app.settings import SkyMatchSettings
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent, SkyMatchEvent, SkyMatchMember
-from daemon.fits_io import read_exposure, write_exposure, write_json
-from daemon.kinds import matches_rule
-from daemon.metrics import Metrics
-from daemon.names import safe_file_name
-from daemon.settings import SkyMatchSettings
+from daemon.fileio.fits_io import read_exposure, write_exposure, write_json
+from daemon.fileio.names import safe_file_name
+from daemon.intake.kinds import matches_rule
+from daemon.ops.metrics import Metrics
 from processors import Exposure
 from processors.sky_matcher import SkyMatcher
 from processors.skymatch import PairStats, SkyKeywords, SkyMatchResult

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from astropy.time import Time
 
+from daemon.app.settings import BackgroundRule
 from daemon.events import ExposureEvent
-from daemon.settings import BackgroundRule
 
 __all__ = ["exposure_kind", "matches_rule", "observation_time"]
 

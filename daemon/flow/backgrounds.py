@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon.metrics import Metrics
-from daemon.settings import Settings
-from daemon.stacks import KeyState, StackStore
+from daemon.app.settings import Settings
+from daemon.ops.metrics import Metrics
+from daemon.state.stacks import KeyState, StackStore
 from processors import (
     BackgroundResult,
     Exposure,

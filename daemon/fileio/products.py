@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from daemon.app.settings import OutputSettings
 from daemon.events import ExposureEvent, ProductEvent
-from daemon.fits_io import remove_stale_temporaries, write_exposure, write_json
-from daemon.settings import OutputSettings
+from daemon.fileio.fits_io import remove_stale_temporaries, write_exposure, write_json
 from processors import Exposure
 
 __all__ = ["DirectorySink"]

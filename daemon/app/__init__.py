@@ -1,0 +1,1 @@
+"""The application: settings, the service that wires the layers, the command line, the demo."""

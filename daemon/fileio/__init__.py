@@ -1,0 +1,1 @@
+"""File I/O: FITS reading and writing, products, quarantine, safe file names."""

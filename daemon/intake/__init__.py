@@ -1,0 +1,1 @@
+"""Intake: sources that turn folders and files into validated deliveries; ledger; kinds."""

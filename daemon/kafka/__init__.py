@@ -1,0 +1,1 @@
+"""Kafka: client options, the consumer source, the event publisher, the state topic."""

@@ -1,1 +1,0 @@
-"""Sinks make products durable (files) and publish their events."""

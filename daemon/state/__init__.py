@@ -1,0 +1,1 @@
+"""State: rolling stacks and skymatch groups, kept durable in the state folder."""
