@@ -20,8 +20,9 @@ from daemon.app.settings import Settings, load_settings, merge_overrides
 from daemon.fileio.fits_io import write_exposure
 from processors import Exposure, simulate_exposure, warm_up
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SPITZER = SHARED_DATA / "spitzer_irac_galactic_plane.fits"
+#: Real data kept in the repository (provenance in tests/data/README.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+SPITZER = TEST_DATA / "spitzer_irac_galactic_plane.fits"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,7 +43,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def spitzer_path() -> Path:
     if not SPITZER.exists():
-        pytest.fail(f"the shared real image is missing: {SPITZER}")
+        pytest.fail(f"the real test image is missing: {SPITZER}")
     return SPITZER
 
 
