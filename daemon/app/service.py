@@ -28,6 +28,7 @@ from daemon.kafka.source import KafkaSource
 from daemon.kafka.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
 from daemon.ops.health import HealthServer
 from daemon.ops.metrics import Metrics
+from daemon.state.lock import StateFolderLock
 from daemon.state.skymatch_groups import SkyMatchGroups
 from daemon.state.stacks import StackStore
 from processors import warm_up
@@ -104,6 +105,10 @@ class Service:
 
     async def run(self) -> None:
         """Run until `request_stop`, or until a finite source is exhausted and drained."""
+        with StateFolderLock(self.settings.state.directory):  # one owner per state folder
+            await self._run()
+
+    async def _run(self) -> None:
         settings = self.settings
         pool = ThreadPoolExecutor(settings.workers.threads, thread_name_prefix="skystream-worker")
         sink = DirectorySink(settings.output)
