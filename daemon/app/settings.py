@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from daemon.errors import Fatal
 from processors import bad_pixel_mask
@@ -21,6 +37,14 @@ from processors.subtract import ERROR_MODES, ErrorMode
 __all__ = ["ConfigError", "Settings", "load_settings", "merge_overrides", "settings_to_yaml"]
 
 ENV_PREFIX = "SKYSTREAM_"
+ENV_DELIMITER = "__"
+#: Names the configuration file; not a setting.
+CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
+
+
+def _integer_text(value: Any) -> Any:
+    """``"4"`` (an environment variable) is the bit value 4, as in YAML."""
+    return int(value) if isinstance(value, str) and value.strip().isdecimal() else value
 
 
 def _check_dqbits(value: int | str | None) -> int | str | None:
@@ -29,7 +53,7 @@ def _check_dqbits(value: int | str | None) -> int | str | None:
 
 
 #: A DQ bit-flag expression (astropy syntax, JWST names), checked when the config loads.
-DqBits = Annotated[int | str | None, AfterValidator(_check_dqbits)]
+DqBits = Annotated[int | str | None, BeforeValidator(_integer_text), AfterValidator(_check_dqbits)]
 
 
 class ConfigError(Fatal):
@@ -68,6 +92,16 @@ class DirectorySourceSettings(_Section):
     )
     check_interval_seconds: float = Field(
         0.25, gt=0, description="How often pending files are checked for completeness."
+    )
+    create: bool = Field(
+        False,
+        description="Create the folder when it does not exist; otherwise a missing folder "
+        "(a misspelt path) is a start-up error.",
+    )
+    allow_outside_symlinks: bool = Field(
+        False,
+        description="Accept symbolic links whose target lies outside the watched folder "
+        "(refused as outside_roots otherwise).",
     )
 
 
@@ -344,7 +378,9 @@ class MetricsSettings(_Section):
     """Prometheus metrics and health endpoints."""
 
     enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
-    host: str = Field("0.0.0.0", description="Listen address.")
+    host: str = Field(
+        "127.0.0.1", description="Listen address; 0.0.0.0 serves every interface (containers)."
+    )
     port: int = Field(9108, ge=0, le=65535, description="Listen port; 0 picks a free one.")
 
 
@@ -356,6 +392,25 @@ class ShutdownSettings(_Section):
     )
 
 
+class SupervisionSettings(_Section):
+    """How long-lived tasks are watched and restarted."""
+
+    max_restarts: int = Field(
+        5,
+        ge=0,
+        description="Failures of one task tolerated within restart_window_seconds; one more "
+        "and the process exits non-zero (so systemd or Kubernetes restarts it).",
+    )
+    restart_window_seconds: float = Field(
+        300.0, gt=0, description="Window over which a task's failures are counted."
+    )
+    stall_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A task working this long without progress is stuck: /healthz fails.",
+    )
+
+
 class LoggingSettings(_Section):
     """Log output."""
 
@@ -363,8 +418,20 @@ class LoggingSettings(_Section):
     format: Literal["text", "json"] = Field("text", description="Human text or JSON lines.")
 
 
-class Settings(_Section):
-    """The whole skystream configuration."""
+class Settings(BaseSettings):
+    """The whole skystream configuration.
+
+    `load_settings` layers its sources: built-in defaults, then the YAML file, then the
+    ``SKYSTREAM_<SECTION>__<KEY>`` environment variables, each parsed by its field's type.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        env_parse_none_str="null",
+        extra="forbid",
+        frozen=True,
+    )
 
     source: SourceSettings = SourceSettings()
     output: OutputSettings = OutputSettings()
@@ -378,6 +445,7 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
     logging: LoggingSettings = LoggingSettings()
 
     def resolved(self, base: Path) -> Settings:
@@ -401,6 +469,22 @@ class Settings(_Section):
             },
         )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given: validating a merged tree never reads the environment again.
+
+        `load_settings` reads the file and the environment itself, so that it can name the
+        variable behind an invalid value.
+        """
+        return (init_settings,)
+
 
 def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
@@ -412,36 +496,85 @@ def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``SKYSTREAM_A__B=value`` becomes ``{"a": {"b": value}}``; values parse as YAML."""
-    tree: dict[str, Any] = {}
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+@dataclass(frozen=True)
+class _Override:
+    """The values one environment variable sets (nested like the settings)."""
+
+    variable: str
+    values: dict[str, Any]
+
+    def sets(self, loc: tuple[int | str, ...]) -> bool:
+        """True when this variable set the value at ``loc`` (or a value holding it)."""
+        node: Any = self.values
+        for part in loc:
+            if not isinstance(node, dict):
+                return True  # a list or mapping set whole by this variable
+            if part not in node:
+                return False
+            node = node[part]
+        return True
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[_Override]:
+    """The overrides of ``SKYSTREAM_A__B=value`` variables, each parsed by its field's type.
+
+    Text stays text, lists, mappings and sections are JSON, ``null`` is none. Variables
+    that name no section and have no ``__`` (``SKYSTREAM_CONFIG``, Kubernetes service
+    links such as ``SKYSTREAM_PORT``) are not settings. Ordered so that a variable for a
+    whole section comes before those for its keys.
+    """
+    overrides = []
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_VARIABLE:
             continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw.strip() else raw
-    return tree
+        path = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+        key = ".".join(path)
+        if path[0] not in Settings.model_fields:
+            if len(path) > 1:
+                raise ConfigError(f"environment variable {name}: unknown key '{key}'")
+            continue
+        try:
+            values = _Environment({name: raw})()
+        except SettingsError:
+            raise ConfigError(
+                f"environment variable {name}: '{key}' takes JSON (a list or a mapping), "
+                f"got {raw!r}"
+            ) from None
+        overrides.append(_Override(name, values))
+    return sorted(overrides, key=lambda o: o.variable.count(ENV_DELIMITER))
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, overrides: list[_Override]) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}'")
+            problem = f"unknown key '{key}'"
         else:
-            lines.append(f"key '{key}': {item['msg']} (got {item.get('input')!r})")
+            problem = f"key '{key}': {item['msg']} (got {item.get('input')!r})"
+        setters = [o.variable for o in overrides if o.sets(item["loc"])]
+        lines.append(f"environment variable {setters[-1]}: {problem}" if setters else problem)
     return "; ".join(lines)
 
 
-def _validate(tree: Mapping[str, Any]) -> Settings:
+def _validate(tree: Mapping[str, Any], overrides: list[_Override] | None = None) -> Settings:
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, overrides or [])) from None
 
 
 def merge_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
@@ -463,7 +596,8 @@ def load_settings(
         YAML file; the built-in defaults (identical to ``config/default.yaml``) when None.
     environ : mapping, optional
         Environment to read ``SKYSTREAM_<SECTION>__<KEY>`` overrides from; `os.environ`
-        by default.
+        by default. Each value is parsed by its field's type: text as is, numbers and
+        booleans as pydantic reads them, lists and mappings as JSON, ``null`` as none.
     base : Path, optional
         Folder that relative paths are resolved against; the working directory by default.
 
@@ -476,7 +610,7 @@ def load_settings(
     ------
     ConfigError
         If the file cannot be read or parsed, or a key is unknown or invalid; the message
-        names the key.
+        names the key, and the environment variable when one set it.
     """
     tree: dict[str, Any] = {}
     if path is not None:
@@ -489,8 +623,10 @@ def load_settings(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"configuration file {path} must hold a mapping at the top")
         tree = loaded or {}
-    tree = _deep_merge(tree, _env_overrides(os.environ if environ is None else environ))
-    return _validate(tree).resolved(Path.cwd() if base is None else base)
+    overrides = _env_overrides(os.environ if environ is None else environ)
+    for override in overrides:
+        tree = _deep_merge(tree, override.values)
+    return _validate(tree, overrides).resolved(Path.cwd() if base is None else base)
 
 
 def settings_to_yaml(settings: Settings) -> str:
