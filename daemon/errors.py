@@ -19,6 +19,8 @@ QuarantineReason = Literal[
     "malformed_event",
     "oversized_event",
     "outside_roots",
+    "not_a_file",
+    "name_collision",
     "processing_error",
 ]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)

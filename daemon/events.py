@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from daemon.fileio.names import bounded_name
+
 __all__ = [
     "ExposureEvent",
     "ProductEvent",
@@ -24,13 +26,15 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fts")
 def exposure_id_from_path(path: Path) -> str:
     """The exposure id of a file: its name without the FITS suffix.
 
-    Control characters, which no id may hold, become ``_``.
+    Control characters and backslashes, which no id may hold, become ``_``; a stem longer
+    than 200 bytes is shortened with a hash (`daemon.fileio.names.bounded_name`).
     """
-    name = re.sub(r"[\x00-\x1f]", "_", path.name)
+    name = re.sub(r"[\x00-\x1f\\]", "_", path.name)
     for suffix in _FITS_SUFFIXES:
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+            name = name[: -len(suffix)]
+            break
+    return bounded_name(name)  # the id, and the product name made from it, stay short
 
 
 class _Event(BaseModel):
@@ -86,6 +90,14 @@ class ProductEvent(_Event):
     timings: dict[str, float] = Field(description="Seconds per stage.")
     software_version: str
     produced_at: datetime
+    input_size: int | None = Field(
+        None, description="Size in bytes of the input that was processed."
+    )
+    input_mtime_ns: int | None = Field(
+        None,
+        description="Modification time (ns) of the input that was processed: with the size, "
+        "it recognises the same input again when the state folder was lost.",
+    )
     skymatch: dict[str, Any] | None = Field(
         None, description="Sky-match result, added to the sidecar when the group closes."
     )

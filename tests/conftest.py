@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from daemon.app.service import Service
 from daemon.app.settings import Settings, load_settings, merge_overrides
 from daemon.fileio.fits_io import write_exposure
+from daemon.fileio.names import bounded_name
 from processors import Exposure, simulate_exposure, warm_up
 
 #: Real data kept in the repository (provenance in tests/data/README.md).
@@ -55,7 +56,7 @@ def small_exposure(index: int = 0, size: int = 64, **kwargs: Any) -> Exposure:
 def drop_fits(folder: Path, name: str, exposure: Exposure | None = None) -> Path:
     """Write a FITS file the way instruments do: hidden name, then rename into place."""
     exposure = exposure if exposure is not None else small_exposure()
-    hidden = folder / f".{name}.part"
+    hidden = folder / f".{bounded_name(name, 100)}.part"  # room for the writer's temp name
     write_exposure(exposure, hidden, fsync=False)
     target = folder / name
     os.replace(hidden, target)
