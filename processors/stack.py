@@ -95,8 +95,8 @@ class RollingStack:
 
     @property
     def member_ids(self) -> list[str]:
-        """Member ids, oldest first."""
-        return sorted(self._members, key=lambda m: self._members[m].obs_time)
+        """Member ids, oldest first (ties by id, so the order never depends on arrival)."""
+        return sorted(self._members, key=lambda m: (self._members[m].obs_time, m))
 
     def obs_time(self, member_id: str) -> float:
         """Observation time of a member."""
@@ -165,7 +165,10 @@ class RollingStack:
             raise ValueError("the stack is empty")
         if self._cache is not None:
             return self._cache
-        slots = np.array(sorted(m.slot for m in self._members.values()), dtype=np.int64)
+        # Members in observation order, not ring order: the ring slots depend on the history
+        # of arrivals and evictions (a restart rebuilds them differently), and the order of
+        # equal values decides the order in which their errors are summed.
+        slots = np.array([self._members[m].slot for m in self.member_ids], dtype=np.int64)
         err_known = all(m.has_err for m in self._members.values())
         if self.combine == "error-clip" and not err_known:
             raise ValueError("combine='error-clip' needs ERR for every member")

@@ -12,7 +12,7 @@ from astropy.time import Time
 from daemon.app.settings import BackgroundRule
 from daemon.events import ExposureEvent
 
-__all__ = ["exposure_kind", "matches_rule", "observation_time"]
+__all__ = ["exposure_kind", "header_time", "matches_rule", "observation_time"]
 
 _MJD_UNIX_EPOCH = 40587.0
 _SECONDS_PER_DAY = 86400.0
@@ -47,22 +47,43 @@ def exposure_kind(
     return "background" if matches_rule(rule, header, event.uri) else "science"
 
 
-def observation_time(event: ExposureEvent, header: Any, fallback: float) -> float:
-    """Observation start in Unix seconds.
+def header_time(header: Any) -> float | None:
+    """Observation start in Unix seconds: ``MJD-OBS``, ``EXPSTART`` (MJD) or ``DATE-OBS``.
 
-    From the event's ``obs_time``, else the header's ``MJD-OBS``, ``EXPSTART`` (MJD) or
-    ``DATE-OBS``, else ``fallback``.
+    ``DATE-OBS`` without a time part is joined with ``TIME-OBS`` when there is one.
+
+    None when the header holds none of them in a readable form.
     """
-    if event.obs_time is not None:
-        return event.obs_time.timestamp()
     for keyword in ("MJD-OBS", "EXPSTART"):
         value = header.get(keyword)
-        if isinstance(value, int | float) and math.isfinite(value):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return (float(value) - _MJD_UNIX_EPOCH) * _SECONDS_PER_DAY
     date = header.get("DATE-OBS")
     if isinstance(date, str) and date.strip():
+        date = date.strip()
+        clock = header.get("TIME-OBS")
+        if "T" not in date and isinstance(clock, str) and clock.strip():
+            date = f"{date}T{clock.strip()}"  # the older convention: date and time apart
         try:
-            return float(Time(date.strip(), scale="utc").unix)
+            return float(Time(date, scale="utc").unix)
         except ValueError:
             pass
-    return fallback
+    return None
+
+
+def observation_time(event: ExposureEvent, header: Any, fallback: float) -> float:
+    """Observation start in Unix seconds.
+
+    From the event's ``obs_time``, else the header (`header_time`), else the input file's
+    modification time, else ``fallback``. Never the time of processing when the file is
+    there: stack ages and backlog order must not depend on when a crash happened.
+    """
+    if event.obs_time is not None:
+        return event.obs_time.timestamp()
+    observed = header_time(header)
+    if observed is not None:
+        return observed
+    try:
+        return event.path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return fallback
