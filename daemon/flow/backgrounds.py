@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from daemon.app.parameters import model_parameters, rolling_sky_parameters
 from daemon.app.settings import Settings
 from daemon.ops.metrics import Metrics
 from daemon.state.stacks import KeyState, StackStore
@@ -74,30 +75,13 @@ class Chooser:
         self._store = store
         self._metrics = metrics
         self._on_stack_saved = on_stack_saved
-        bkg = settings.background
-        self.model_params: dict[str, Any] = {
-            "box_size": bkg.box_size,
-            "filter_size": bkg.filter_size,
-            "sigma_low": bkg.sigma_low,
-            "sigma_high": bkg.sigma_high,
-            "maxiters": bkg.maxiters,
-            "estimator": bkg.estimator,
-            "exclude_percentile": bkg.exclude_percentile,
-            "filter_threshold": bkg.filter_threshold,
-            "cenfunc": bkg.cenfunc,
-            "engine": bkg.engine,
-            "bin_size": bkg.bin_size,
-            "order": bkg.order,
-            "weighting": bkg.weighting,
-            "threads": bkg.threads,
-        }
+        self.model_params = model_parameters(settings.background)
 
     async def own_model(self, stage: Stage, exposure: Exposure, *, note: str = "") -> Choice:
         """The exposure's own 2-D model."""
         model: BackgroundResult = await stage(
-            "background", model_exposure_background, exposure,
-            dqbits=self._settings.background.dqbits, **self.model_params,
-        )  # fmt: skip
+            "background", model_exposure_background, exposure, **self.model_params
+        )
         return Choice(
             method="model", background=model, level=model.level, rms=model.rms_level,
             params=dict(model.params), notes=[note] if note else [],
@@ -212,7 +196,7 @@ class Chooser:
                 try:
                     sky: BackgroundResult = await stage(
                         "combine", rolling_sky_background, model, [s for _, s in others],
-                        combine=settings.combine, sigma=settings.sigma,
+                        **rolling_sky_parameters(settings),
                     )  # fmt: skip
                     choice = Choice(
                         method="rolling-sky", background=sky, level=sky.level,

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.app.parameters import sky_matcher_parameters
 from daemon.app.settings import SkyMatchSettings
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent, SkyMatchEvent, SkyMatchMember
@@ -21,7 +22,6 @@ from daemon.ops.metrics import Metrics
 from processors import Exposure
 from processors.sky_matcher import SkyMatcher
 from processors.skymatch import PairStats, SkyKeywords, SkyMatchResult
-from processors.skystats import SkyStatistic
 
 __all__ = ["SKYMATCH_KEYWORDS", "SkyMatchGroups"]
 
@@ -104,17 +104,7 @@ class SkyMatchGroups:
         self._on_state = on_state
 
     def _matcher(self) -> SkyMatcher:
-        s = self._settings
-        return SkyMatcher(
-            stat=SkyStatistic(
-                s.skystat, s.lower, s.upper, s.nclip, s.lsigma, s.usigma, s.binwidth
-            ),
-            skymethod=s.skymethod,
-            match_down=s.match_down,
-            subtract=s.subtract,
-            dqbits=s.dqbits,
-            keywords=SKYMATCH_KEYWORDS,
-        )
+        return SkyMatcher(**sky_matcher_parameters(self._settings), keywords=SKYMATCH_KEYWORDS)
 
     def group_of(self, event: ExposureEvent, header: Any) -> str | None:
         """The mosaic group of an exposure: the event's group, else the header keys."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from daemon.app.parameters import stack_parameters
 from daemon.app.settings import RollingSkySettings, StackSettings
 from daemon.errors import InvalidInput
 from daemon.fileio.fits_io import read_exposure, write_json
@@ -83,11 +84,7 @@ class StackStore:
 
     def new_stack(self, shape: tuple[int, int]) -> RollingStack:
         """An empty stack configured from the settings."""
-        s = self.stack_settings
-        return RollingStack(
-            shape, max_members=s.max_members, max_age=s.max_age_seconds, combine=s.combine,
-            sigma=s.sigma, maxiters=s.maxiters, k_err=s.k_err,
-        )  # fmt: skip
+        return RollingStack(shape, **stack_parameters(self.stack_settings))
 
     # -- persistence -----------------------------------------------------------------
 
