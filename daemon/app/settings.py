@@ -28,6 +28,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from daemon.errors import Fatal
+from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES
 from processors import bad_pixel_mask
 from processors.background import ENGINES, ESTIMATORS, Engine, Estimator
 from processors.combine import Combine
@@ -216,6 +217,12 @@ class InputSettings(_Section):
         True,
         description="Accept 3-D (nints, ny, nx) exposures; when false they are quarantined "
         "as wrong_shape.",
+    )
+    max_exposure_bytes: int = Field(
+        DEFAULT_MAX_EXPOSURE_BYTES,
+        ge=2880,
+        description="Largest input file, and largest size its FITS headers may announce; "
+        "a larger one is quarantined at once as too_large.",
     )
 
 

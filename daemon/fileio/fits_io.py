@@ -5,85 +5,80 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, QuarantineReason
+from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES, FitsState, walk_fits
 from daemon.fileio.fits_writer import write_image_hdus
 from processors import Exposure
 
 __all__ = [
+    "DEFAULT_MAX_EXPOSURE_BYTES",
     "FitsState",
     "check_fits_complete",
     "read_exposure",
     "read_primary_header",
     "remove_stale_temporaries",
+    "write_bytes",
     "write_exposure",
     "write_json",
 ]
 
-BLOCK = 2880
-CARD = 80
-FitsState = Literal["complete", "incomplete", "not_fits"]
 _TMP_MARK = ".tmp-"
 _STRUCTURAL = {
     "SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME",
     "EXTVER", "BSCALE", "BZERO", "CHECKSUM", "DATASUM", "BLANK", "INHERIT",
 }  # fmt: skip
+#: What astropy raises on a header or data layout it cannot make sense of. Its own OSErrors
+#: carry no errno; those that do are real I/O errors.
+_ASTROPY_FAILURES = (ValueError, TypeError, KeyError, IndexError, fits.VerifyError)
+_NOT_A_FILE = "not a regular file (a directory, FIFO, socket or device)"
 
 
-def _header_cards(handle: IO[bytes], offset: int, size: int) -> tuple[dict[str, str], int] | None:
-    """Read one header from ``offset``; return its cards and length, or None if cut short."""
-    cards: dict[str, str] = {}
-    position = offset
-    while position + BLOCK <= size:
-        handle.seek(position)
-        block = handle.read(BLOCK)
-        position += BLOCK
-        for start in range(0, BLOCK, CARD):
-            card = block[start : start + CARD].decode("ascii", errors="replace")
-            keyword = card[:8].rstrip()
-            if keyword == "END":
-                return cards, position - offset
-            if card[8:10] == "= ":
-                cards.setdefault(keyword, card[10:].split("/", 1)[0].strip())
-    return None
+@contextlib.contextmanager
+def _regular_file(path: Path) -> Iterator[IO[bytes] | None]:
+    """Open a file for reading, or None if it is not a regular file.
+
+    Opened without blocking, so a FIFO with no writer cannot hang the caller; a
+    directory, FIFO, socket or device is never read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        yield None
+        return
+    with os.fdopen(fd, "rb") as handle:
+        yield handle
 
 
-def _data_bytes(cards: dict[str, str]) -> int:
-    naxis = int(cards.get("NAXIS", "0"))
-    if naxis == 0:
-        return 0
-    count = 1
-    for axis in range(1, naxis + 1):
-        count *= int(cards[f"NAXIS{axis}"])
-    pcount = int(cards.get("PCOUNT", "0"))
-    gcount = int(cards.get("GCOUNT", "1"))
-    nbytes = abs(int(cards["BITPIX"])) // 8 * gcount * (pcount + count)
-    return -(-nbytes // BLOCK) * BLOCK
+def check_fits_complete(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_EXPOSURE_BYTES
+) -> tuple[FitsState, str]:
+    """Tell whether a file is a complete, structurally valid FITS file, without its data.
 
-
-def check_fits_complete(path: Path) -> tuple[FitsState, str]:
-    """Tell whether a file is a complete FITS file, without reading its data.
-
-    The file size must be a multiple of 2880 bytes, every header must end with an ``END``
-    card, and each HDU's data size (``BITPIX``, ``NAXISn``, ``PCOUNT``, ``GCOUNT``) must
-    fit in the file, with the last HDU ending exactly at the end of the file.
+    The bounded header walk of `daemon.fileio.fits_walk`: ``complete``, ``incomplete``
+    (may still become complete: a writer is at work, or it was cut), or a refusal that no
+    later byte can change (``not_fits``, ``invalid_header``, ``too_large``,
+    ``not_a_file``), each of which is also the quarantine reason.
 
     Parameters
     ----------
     path : Path
         File to check.
+    max_bytes : int, optional
+        Largest accepted exposure (the ``input.max_exposure_bytes`` setting).
 
     Returns
     -------
-    state : {'complete', 'incomplete', 'not_fits'}
-        ``incomplete`` may still become complete (a writer is at work, or it was cut).
+    state : FitsState
+        The verdict.
     detail : str
         Why, in words.
 
@@ -92,30 +87,10 @@ def check_fits_complete(path: Path) -> tuple[FitsState, str]:
     OSError
         If the file cannot be opened or read.
     """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        head = handle.read(CARD)
-        if len(head) < 30:
-            return "incomplete", f"only {size} bytes so far"
-        if not head.startswith(b"SIMPLE  =") or head[10:30].strip() != b"T":
-            return "not_fits", "does not start with a SIMPLE = T card"
-        offset = 0
-        hdus = 0
-        while offset < size:
-            if hdus and not (handle.seek(offset) or handle.read(9) == b"XTENSION="):
-                return "not_fits", f"bytes after HDU {hdus} are not an extension"
-            parsed = _header_cards(handle, offset, size)
-            if parsed is None:
-                return "incomplete", f"header of HDU {hdus} has no END card yet"
-            cards, header_len = parsed
-            try:
-                offset += header_len + _data_bytes(cards)
-            except (KeyError, ValueError):
-                return "not_fits", f"HDU {hdus} has unreadable NAXIS/BITPIX cards"
-            hdus += 1
-            if offset > size:
-                return "incomplete", f"HDU {hdus - 1} data ends at {offset} > size {size}"
-    return "complete", f"{hdus} HDU(s), {size} bytes"
+    with _regular_file(path) as handle:
+        if handle is None:
+            return "not_a_file", _NOT_A_FILE
+        return walk_fits(handle, max_bytes=max_bytes)
 
 
 def _strip_structural(header: fits.Header) -> fits.Header:
@@ -126,40 +101,57 @@ def _strip_structural(header: fits.Header) -> fits.Header:
     return clean
 
 
+def _walked(path: Path, handle: IO[bytes] | None, max_bytes: int) -> IO[bytes]:
+    """``handle`` once its file walked complete; else raise the file's quarantine reason."""
+    if handle is None:
+        raise InvalidInput("not_a_file", f"{path.name}: {_NOT_A_FILE}")
+    state, detail = walk_fits(handle, max_bytes=max_bytes)
+    if state == "complete":
+        return handle
+    reason: QuarantineReason = "truncated" if state == "incomplete" else state
+    raise InvalidInput(reason, f"{path.name}: {detail}")
+
+
 @contextlib.contextmanager
-def _open(path: Path, **kwargs: Any) -> Iterator[fits.HDUList]:
-    """Open a FITS file, mapping failures onto quarantine reasons."""
-    state, detail = _checked_state(path)
-    if state == "not_fits":
-        raise InvalidInput("not_fits", f"{path.name}: {detail}")
-    if state == "incomplete":
-        raise InvalidInput("truncated", f"{path.name}: {detail}")
-    try:
-        hdul = fits.open(path, memmap=False, **kwargs)
-    except OSError as exc:
-        raise InvalidInput("not_fits", f"{path.name}: {exc}") from exc
-    try:
-        yield hdul
-    finally:
-        hdul.close()
+def _open(path: Path, max_bytes: int, **kwargs: Any) -> Iterator[fits.HDUList]:
+    """Open a FITS file once: walk its structure, then hand the same descriptor to astropy.
 
-
-def _checked_state(path: Path) -> tuple[FitsState, str]:
+    Every failure until the block ends, astropy's included, becomes a quarantine reason,
+    so no structural defect surfaces as an unexpected error.
+    """
     try:
-        return check_fits_complete(path)
+        with _regular_file(path) as opened:
+            handle = _walked(path, opened, max_bytes)
+            handle.seek(0)
+            with fits.open(handle, memmap=False, **kwargs) as hdul:
+                yield hdul
+    except InvalidInput:
+        raise
     except OSError as exc:
+        if exc.errno is None:  # astropy's own complaint about the layout
+            raise InvalidInput("invalid_header", f"{path.name}: {exc}") from exc
         raise InvalidInput("unreadable", f"{path.name}: {exc.strerror or exc}") from exc
+    except _ASTROPY_FAILURES as exc:
+        raise InvalidInput("invalid_header", f"{path.name}: {type(exc).__name__}: {exc}") from exc
 
 
-def read_primary_header(path: Path) -> fits.Header:
+def read_primary_header(path: Path, *, max_bytes: int = DEFAULT_MAX_EXPOSURE_BYTES) -> fits.Header:
     """Read the primary header merged with the ``SCI`` extension header, if any.
+
+    Parameters
+    ----------
+    path : Path
+        FITS file.
+    max_bytes : int, optional
+        Largest accepted exposure (the ``input.max_exposure_bytes`` setting).
 
     Raises
     ------
     InvalidInput
-        If the file is unreadable, not FITS, or incomplete.
+        If the file is unreadable, not a regular file, not FITS, structurally invalid, too
+        large, or incomplete (``truncated``).
     """
-    with _open(path, lazy_load_hdus=True) as hdul:
+    with _open(path, max_bytes, lazy_load_hdus=True) as hdul:
         header = _strip_structural(hdul[0].header)
         if "SCI" in hdul:
             header.update(_strip_structural(hdul["SCI"].header))
@@ -198,7 +190,9 @@ def _plane(hdul: fits.HDUList, name: str, shape: tuple[int, ...], path: Path) ->
     return data
 
 
-def read_exposure(path: Path, *, allow_cubes: bool = True) -> Exposure:
+def read_exposure(
+    path: Path, *, allow_cubes: bool = True, max_bytes: int = DEFAULT_MAX_EXPOSURE_BYTES
+) -> Exposure:
     """Read and validate one exposure (JWST SCI/ERR/DQ layout or a plain image).
 
     Parameters
@@ -207,6 +201,8 @@ def read_exposure(path: Path, *, allow_cubes: bool = True) -> Exposure:
         FITS file.
     allow_cubes : bool, optional
         Accept 3-D ``(nints, ny, nx)`` science data.
+    max_bytes : int, optional
+        Largest accepted exposure (the ``input.max_exposure_bytes`` setting).
 
     Returns
     -------
@@ -217,12 +213,13 @@ def read_exposure(path: Path, *, allow_cubes: bool = True) -> Exposure:
     Raises
     ------
     InvalidInput
-        With reason ``unreadable``, ``not_fits``, ``truncated``, ``no_image_data``,
-        ``wrong_shape``, ``shape_mismatch`` or ``no_valid_pixels``.
+        With reason ``unreadable``, ``not_a_file``, ``not_fits``, ``invalid_header``,
+        ``too_large``, ``truncated``, ``no_image_data``, ``wrong_shape``,
+        ``shape_mismatch`` or ``no_valid_pixels``.
     """
-    with _open(path) as hdul:
+    with _open(path, max_bytes) as hdul:
         hdu = _image_hdu(hdul)
-        if hdu is None or hdu.data is None:
+        if hdu is None or hdu.size == 0 or hdu.data is None:
             raise InvalidInput("no_image_data", f"{path.name}: no SCI or image data in any HDU")
         sci = np.asarray(hdu.data, dtype=np.float32)
         dims = (2, 3) if allow_cubes else (2,)
@@ -278,6 +275,12 @@ def write_exposure(exposure: Exposure, path: Path, *, fsync: bool = True) -> Non
     images.append(("DQ", exposure.dq, fits.Header()))
     with _atomic(path, fsync=fsync) as handle:
         write_image_hdus(handle, _strip_structural(exposure.header), images)
+
+
+def write_bytes(payload: bytes, path: Path, *, fsync: bool = True) -> None:
+    """Write bytes atomically (same rules as `write_exposure`)."""
+    with _atomic(path, fsync=fsync) as handle:
+        handle.write(payload)
 
 
 def write_json(document: Any, path: Path, *, fsync: bool = True) -> None:
