@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import Literal, get_args
 
-__all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS"]
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+__all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS", "Retriable", "retriable_cause"]
 
 #: Bounded set of quarantine reasons (metric label values).
 QuarantineReason = Literal[
     "truncated",
     "not_fits",
+    "invalid_header",
+    "too_large",
     "no_image_data",
     "wrong_shape",
     "shape_mismatch",
@@ -45,3 +51,54 @@ class InvalidInput(Exception):
 
 class Fatal(Exception):
     """Configuration or programming error: stop cleanly with a non-zero exit."""
+
+
+class Retriable(Exception):
+    """The world is briefly wrong (disk full, folder gone, database busy, brokers down).
+
+    Nothing is acknowledged; the operation is retried with backoff and ``/readyz`` names
+    the condition until it clears.
+
+    Parameters
+    ----------
+    condition : str
+        What is wrong, for people: ``"products folder: No space left on device (ENOSPC)"``.
+    """
+
+    def __init__(self, condition: str) -> None:
+        super().__init__(condition)
+        self.condition = condition
+
+
+#: OS errors an operator or the system can clear; anything else will fail again.
+_RETRIABLE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+        errno.ENOTDIR, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.ETIMEDOUT,
+        errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR,
+    }
+)  # fmt: skip
+#: SQLite's transient failures, recognised by their (stable) messages.
+_SQLITE_TRANSIENT = ("locked", "busy", "full", "disk i/o", "unable to open", "readonly")
+
+
+def retriable_cause(exc: BaseException) -> str | None:
+    """What is briefly wrong when ``exc`` is worth retrying, else None.
+
+    Classifies the errors of every output edge (files, SQLite, Kafka): a full or
+    unwritable folder, a busy or full database and unreachable brokers are retriable; an
+    error that would repeat forever (a bad argument, a name too long) is not.
+    """
+    if isinstance(exc, Retriable):
+        return exc.condition
+    if isinstance(exc, OSError) and exc.errno in _RETRIABLE_ERRNOS:
+        return f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if any(word in text.lower() for word in _SQLITE_TRANSIENT):
+            return f"SQLite: {text}"
+    if isinstance(exc, KafkaError) and (
+        isinstance(exc, KafkaConnectionError) or getattr(exc, "retriable", False)
+    ):
+        return f"Kafka: {type(exc).__name__} {exc}".strip()
+    return None

@@ -24,9 +24,8 @@ from daemon.app.settings import (
 )
 from daemon.errors import Fatal
 from daemon.fileio.fits_io import write_exposure
-from daemon.flow.pipeline import stack_key_of
+from daemon.flow.router import stack_key_of
 from daemon.intake.batch import BatchSource
-from daemon.intake.delivery import RETRY
 from daemon.kafka.announce import announce_files
 from daemon.ops.logs import configure_logging
 from daemon.ops.memory import retain_freed_memory
@@ -116,7 +115,7 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
     )
     source = BatchSource(args.inputs)
     asyncio.run(_serve(Service(settings, source=source)))
-    failed = [p for p, outcome in source.outcomes.items() if outcome in ("quarantined", RETRY)]
+    failed = [p for p, outcome in source.outcomes.items() if outcome == "quarantined"]
     missing = len(args.inputs) - len(source.outcomes)
     print(
         f"{len(source.outcomes) - len(failed)} processed, {len(failed)} failed"

@@ -1,4 +1,4 @@
-"""The service: wires a source, lanes, the pipeline, sinks, state and metrics together."""
+"""The service: wires a source, the router, lanes, the pipeline, sinks, state and metrics."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from daemon.app.settings import Settings
-from daemon.errors import InvalidInput
 from daemon.events import ProductEvent, SkyMatchEvent
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
+from daemon.flow.backgrounds import Chooser
 from daemon.flow.lanes import Lanes
 from daemon.flow.pipeline import Pipeline
+from daemon.flow.router import Router
 from daemon.intake.delivery import Source
 from daemon.intake.directory import DirectorySource
 from daemon.intake.ledger import Ledger
@@ -26,8 +27,11 @@ from daemon.kafka.options import client_options
 from daemon.kafka.publisher import EventPublisher
 from daemon.kafka.source import KafkaSource
 from daemon.kafka.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
+from daemon.ops.conditions import Conditions
 from daemon.ops.health import HealthServer
 from daemon.ops.metrics import Metrics
+from daemon.ops.supervisor import Supervisor
+from daemon.retry import Retrier
 from daemon.state.lock import StateFolderLock
 from daemon.state.skymatch_groups import SkyMatchGroups
 from daemon.state.stacks import StackStore
@@ -41,6 +45,10 @@ log = logging.getLogger("skystream.service")
 class Service:
     """One skystream process: consume a source until stopped (or until a finite source ends).
 
+    Every long-lived task (router, lanes, the source's loops, the skymatch idle closer)
+    runs under one `Supervisor`; start-up and shutdown are one symmetric sequence, so a
+    stop at any point releases exactly what was started.
+
     Parameters
     ----------
     settings : Settings
@@ -48,7 +56,7 @@ class Service:
     registry : CollectorRegistry, optional
         Metrics registry; a fresh one by default.
     source : Source, optional
-        Where exposures come from; the configured folder by default.
+        Where exposures come from; the configured folder or topic by default.
     on_product : callable, optional
         Called with each finished `ProductEvent`.
 
@@ -68,17 +76,18 @@ class Service:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
+        self.conditions = Conditions()
+        self.retrier = Retrier(self.conditions)
         self._source_override = source
         self._on_product = on_product
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._warm = asyncio.Event()
+        self._input_ended = asyncio.Event()
         self.source: Source | None = None
         self.lanes: Lanes | None = None
         self.health: HealthServer | None = None
-        self._ledger: Ledger | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.supervisor: Supervisor | None = None
 
     def request_stop(self) -> None:
         """Ask the service to drain in-flight work and stop (signal-handler safe)."""
@@ -91,7 +100,7 @@ class Service:
         await self._started.wait()
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Whether the service can take work, and if not, why."""
+        """Whether the service can take work, and if not, why (``/readyz``)."""
         reasons = []
         if not self._started.is_set():
             reasons.append("starting (warming up the numerical kernels)")
@@ -99,126 +108,210 @@ class Service:
             reasons.append("source not connected")
         if self.lanes is not None and self.lanes.saturated:
             reasons.append(f"lanes saturated: {', '.join(self.lanes.saturated)}")
+        reasons += self.conditions.describe()
+        if self.supervisor is not None:
+            reasons += self.supervisor.stalled()
         if self._stop.is_set():
             reasons.append("stopping")
         return not reasons, reasons
 
-    async def run(self) -> None:
-        """Run until `request_stop`, or until a finite source is exhausted and drained."""
-        with StateFolderLock(self.settings.state.directory):  # one owner per state folder
-            await self._run()
+    def liveness(self) -> tuple[bool, list[str]]:
+        """Whether the process makes progress (``/healthz``): no task stuck or given up."""
+        if self.supervisor is None:
+            return True, []
+        reasons = self.supervisor.stalled()
+        if self.supervisor.failure is not None:
+            reasons.append(str(self.supervisor.failure))
+        return not reasons, reasons
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Run until `request_stop`, or until a finite source is exhausted and drained.
+
+        Raises
+        ------
+        daemon.ops.supervisor.GaveUp
+            When a supervised task kept failing; the process should exit non-zero.
+        """
+        with StateFolderLock(self.settings.state.directory):  # one owner per state folder
+            supervision = self.settings.supervision
+            supervisor = self.supervisor = Supervisor(
+                self.conditions,
+                max_restarts=supervision.max_restarts,
+                window_seconds=supervision.restart_window_seconds,
+                stall_seconds=supervision.stall_seconds,
+            )
+            async with contextlib.AsyncExitStack() as stack:
+                await self._start(stack, supervisor)
+                await self._until_done(supervisor)
+            if supervisor.failure is not None:
+                raise supervisor.failure
+
+    async def _start(self, stack: contextlib.AsyncExitStack, supervisor: Supervisor) -> None:
+        """Build and start every part; each registers its own stop on ``stack``."""
         settings = self.settings
         pool = ThreadPoolExecutor(settings.workers.threads, thread_name_prefix="skystream-worker")
-        sink = DirectorySink(settings.output)
-        quarantine = Quarantine(
-            settings.quarantine.directory,
-            move=settings.quarantine.move,
-            fsync=settings.output.fsync,
-        )
+        stack.push_async_callback(asyncio.to_thread, pool.shutdown, True, cancel_futures=True)
         loop = asyncio.get_running_loop()
 
         async def in_pool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
 
-        kafka = settings.source.kafka
         consumes = self._source_override is None and settings.source.kind == "kafka"
-        options: dict[str, Any] = {}
-        publisher = state_topic = None
-        if consumes or settings.output.product_topic or settings.output.skymatch_topic:
-            options = client_options(kafka)
-            publisher = EventPublisher(options, self.metrics)
-            if consumes and kafka.state_topic:
-                state_topic = StateTopic(kafka.state_topic, publisher, options)
-        groups = (
-            SkyMatchGroups(
-                settings.skymatch,
-                output=settings.output.directory,
-                state=settings.state.directory,
-                metrics=self.metrics,
-                in_pool=in_pool,
-                fsync=settings.output.fsync,
-                on_closed=self._skymatch_publisher(publisher),
-                on_state=_state_sink(state_topic, SKYMATCH_PREFIX),
-            )
-            if settings.skymatch.enabled
-            else None
-        )
+        publisher, state_topic = self._kafka_parts(consumes)
+        groups = self._skymatch_groups(in_pool, publisher, state_topic)
         store = StackStore(
             settings.state.directory,
             settings.background.stack,
             settings.background.rolling_sky,
             fsync=settings.output.fsync,
         )
+        chooser = Chooser(
+            settings,
+            store,
+            self.metrics,
+            self.retrier,
+            on_stack_saved=_state_sink(state_topic, STACK_PREFIX),
+        )
         pipeline = Pipeline(
             settings,
             pool=pool,
-            sink=sink,
-            quarantine=quarantine,
-            store=store,
+            chooser=chooser,
+            sink=DirectorySink(settings.output),
+            quarantine=Quarantine(
+                settings.quarantine.directory,
+                # In Kafka mode the inputs belong to their producer: a record, never a move.
+                move=settings.quarantine.move and not consumes,
+                fsync=settings.output.fsync,
+            ),
             metrics=self.metrics,
+            retrier=self.retrier,
             skymatch=groups,
             publisher=publisher,
             on_product=self._on_product,
-            on_stack_saved=_state_sink(state_topic, STACK_PREFIX),
         )
-        self.lanes = Lanes(
-            pipeline.process, queue_size=settings.lanes.queue_size, metrics=self.metrics
+        lanes = self.lanes = Lanes(
+            pipeline.process,
+            pipeline.can_go,
+            supervisor=supervisor,
+            queue_size=settings.lanes.queue_size,
+            park_seconds=settings.background.stack.wait_seconds,
+            metrics=self.metrics,
         )
+        source = self.source = self._make_source(consumes, publisher, state_topic, store, groups)
+        if settings.metrics.enabled:
+            self.health = HealthServer(
+                self.metrics,
+                self.readiness,
+                self.liveness,
+                self._warm.is_set,
+                host=settings.metrics.host,
+                port=settings.metrics.port,
+            )
+            await self.health.start()
+            stack.push_async_callback(self.health.stop)
+        # Compile (or load) the numerical kernels before taking work; /healthz answers
+        # meanwhile and /readyz says why it is not ready.
+        await asyncio.to_thread(warm_up)
+        await asyncio.to_thread(store.restore)
+        if groups is not None:
+            await asyncio.to_thread(groups.restore)
+        self._warm.set()
+        if publisher is not None:
+            stack.push_async_callback(publisher.stop)
+        stack.push_async_callback(supervisor.stop)
+        if not await self._connect(publisher, source, supervisor):
+            return
+        # Unwound in reverse: the router stops first, then the lanes drain, and the source
+        # stops last so that it records (commits) what the drain finished.
+        stack.push_async_callback(source.stop)
+        stack.push_async_callback(self._drain, lanes)
+        stack.push_async_callback(supervisor.cancel, "router")
+        router = Router(lanes, settings.routing.stack_key, in_pool)
+
+        async def route() -> None:
+            await router.run(source, heartbeat)
+            self._input_ended.set()  # only a finite source ends
+
+        heartbeat = supervisor.spawn("router", route, finite=True)
+        if groups is not None:
+            supervisor.spawn("skymatch idle closer", functools.partial(self._close_idle, groups))
+        self._started.set()
+
+    def _kafka_parts(self, consumes: bool) -> tuple[EventPublisher | None, StateTopic | None]:
+        """The producer (when anything is published) and the state topic (when consuming)."""
+        settings = self.settings
+        kafka = settings.source.kafka
+        if not (consumes or settings.output.product_topic or settings.output.skymatch_topic):
+            return None, None
+        options = client_options(kafka)
+        publisher = EventPublisher(options, self.metrics, self.retrier)
+        state_topic = (
+            StateTopic(kafka.state_topic, publisher, options)
+            if consumes and kafka.state_topic
+            else None
+        )
+        return publisher, state_topic
+
+    def _skymatch_groups(
+        self,
+        in_pool: Callable[..., Awaitable[Any]],
+        publisher: EventPublisher | None,
+        state_topic: StateTopic | None,
+    ) -> SkyMatchGroups | None:
+        settings = self.settings
+        if not settings.skymatch.enabled:
+            return None
+        return SkyMatchGroups(
+            settings.skymatch,
+            output=settings.output.directory,
+            state=settings.state.directory,
+            metrics=self.metrics,
+            in_pool=in_pool,
+            fsync=settings.output.fsync,
+            on_closed=self._skymatch_publisher(publisher),
+            on_state=_state_sink(state_topic, SKYMATCH_PREFIX),
+        )
+
+    def _make_source(
+        self,
+        consumes: bool,
+        publisher: EventPublisher | None,
+        state_topic: StateTopic | None,
+        store: StackStore,
+        groups: SkyMatchGroups | None,
+    ) -> Source:
+        settings = self.settings
         if self._source_override is not None:
-            self.source = self._source_override
-        elif consumes and publisher is not None:
+            return self._source_override
+        if consumes and publisher is not None:
             takeover = (
                 functools.partial(_take_over, state_topic, store, groups)
                 if state_topic is not None
                 else None
             )
-            self.source = KafkaSource(
-                kafka, options, self.metrics, publisher, on_assigned=takeover
-            )
-        else:
-            self._ledger = Ledger(settings.state.directory / "ledger.sqlite")
-            self.source = DirectorySource(settings.source.directory, self._ledger, self.metrics)
-        if settings.metrics.enabled:
-            self.health = HealthServer(
+            return KafkaSource(
+                settings.source.kafka,
+                client_options(settings.source.kafka),
                 self.metrics,
-                self.readiness,
-                self._warm.is_set,
-                host=settings.metrics.host,
-                port=settings.metrics.port,
+                publisher,
+                self.retrier,
+                on_assigned=takeover,
             )
-        dispatcher: asyncio.Task[None] | None = None
-        try:
-            if self.health is not None:
-                await self.health.start()
-            # Compile (or load) the numerical kernels before taking work; /healthz answers
-            # meanwhile and /readyz says why it is not ready.
-            await asyncio.to_thread(warm_up)
-            await asyncio.to_thread(store.restore)
-            if groups is not None:
-                await asyncio.to_thread(groups.restore)
-            self._warm.set()
-            if not await self._connect(publisher, self.source):
-                return
-            if groups is not None:
-                self._tasks.append(asyncio.create_task(self._close_idle(groups), name="skymatch"))
-            self._started.set()
-            dispatcher = asyncio.create_task(
-                self._dispatch(self.source, self.lanes, pipeline), name="dispatcher"
-            )
-            await self._until_done(dispatcher, self.lanes)
-        finally:
-            await self._shutdown(dispatcher, pool, pipeline)
+        return DirectorySource(
+            settings.source.directory,
+            Ledger(settings.state.directory / "ledger.sqlite"),
+            self.metrics,
+        )
 
-    async def _connect(self, publisher: EventPublisher | None, source: Source) -> bool:
+    async def _connect(
+        self, publisher: EventPublisher | None, source: Source, supervisor: Supervisor
+    ) -> bool:
         """Start the producer and the source; False if a stop came first (brokers down)."""
 
         async def connect() -> None:
             if publisher is not None:
                 await publisher.start()
-                self._closers.append(publisher.stop)
-            await source.start()
+            await source.start(supervisor)
 
         connecting = asyncio.create_task(connect(), name="connect")
         stop = asyncio.create_task(self._stop.wait(), name="stop-signal")
@@ -228,37 +321,35 @@ class Service:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
+            await source.stop()
             return False
         connecting.result()
         return True
 
-    @staticmethod
-    async def _dispatch(source: Source, lanes: Lanes, pipeline: Pipeline) -> None:
-        async for delivery in source.deliveries():
-            try:
-                key = await pipeline.route(delivery)
-            except InvalidInput as exc:
-                await pipeline.reject(delivery, exc)
-                continue
-            except Exception as exc:
-                log.exception("cannot route %s", delivery.event.uri)
-                await pipeline.reject(
-                    delivery, InvalidInput("processing_error", f"{type(exc).__name__}: {exc}")
-                )
-                continue
-            await lanes.put(key, delivery)
-
-    async def _until_done(self, dispatcher: asyncio.Task[None], lanes: Lanes) -> None:
-        stop = asyncio.create_task(self._stop.wait(), name="stop-signal")
+    async def _until_done(self, supervisor: Supervisor) -> None:
+        """Wait for a stop, a supervisor that gave up, or a finite input fully drained."""
+        waits: set[asyncio.Task[Any]] = {
+            asyncio.create_task(self._stop.wait(), name="stop-signal"),
+            asyncio.create_task(supervisor.failed.wait(), name="supervisor-failed"),
+        }
+        if self._started.is_set():
+            waits.add(asyncio.create_task(self._drained(), name="drained"))
         try:
-            await asyncio.wait({dispatcher, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if dispatcher.done():
-                dispatcher.result()  # a finite source ended (or the dispatcher failed)
-                drained = asyncio.create_task(lanes.join(), name="drain")
-                await asyncio.wait({drained, stop}, return_when=asyncio.FIRST_COMPLETED)
-                drained.cancel()
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop.cancel()
+            for task in waits:
+                task.cancel()
+
+    async def _drained(self) -> None:
+        await self._input_ended.wait()
+        assert self.lanes is not None
+        self.lanes.input_ended()
+        await self.lanes.join()
+
+    async def _drain(self, lanes: Lanes) -> None:
+        dropped = await lanes.stop(self.settings.shutdown.grace_seconds)
+        if dropped:
+            log.info("%d exposure(s) not started are left for the next start", dropped)
 
     def _skymatch_publisher(
         self, publisher: EventPublisher | None
@@ -278,37 +369,6 @@ class Service:
         while True:
             await asyncio.sleep(period)
             await groups.close_idle()
-
-    async def _shutdown(
-        self, dispatcher: asyncio.Task[None] | None, pool: ThreadPoolExecutor, pipeline: Pipeline
-    ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if dispatcher is not None:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
-        if self.lanes is not None:
-            dropped = await self.lanes.stop(self.settings.shutdown.grace_seconds)
-            if dropped:
-                log.info("%d queued exposure(s) left for the next start", dropped)
-        waiting = await pipeline.cancel_waiting()
-        if waiting:
-            log.info("%d exposure(s) waiting for a stack left for the next start", waiting)
-        # Last, so that the source records (commits) what the drain above finished.
-        if self.source is not None:
-            await self.source.stop()
-        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-        for close in reversed(self._closers):
-            await close()
-        if self.health is not None:
-            await self.health.stop()
-        if self._ledger is not None:
-            self._ledger.close()
-        log.info("stopped")
 
 
 def _state_sink(

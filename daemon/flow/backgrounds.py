@@ -1,9 +1,7 @@
-"""Choosing the background of a science exposure: own model, rolling stack or rolling sky."""
+"""The background policy in one place: own model, rolling stack (and waiting), rolling sky."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,10 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from astropy.io.fits import Header
 
 from daemon.app.parameters import model_parameters, rolling_sky_parameters
 from daemon.app.settings import Settings
+from daemon.events import ExposureEvent
+from daemon.intake.kinds import exposure_kind
 from daemon.ops.metrics import Metrics
+from daemon.retry import Retrier
 from daemon.state.stacks import KeyState, StackStore
 from processors import (
     BackgroundResult,
@@ -27,6 +29,8 @@ from processors import (
 __all__ = ["Choice", "Chooser"]
 
 log = logging.getLogger("skystream.backgrounds")
+#: The condition named in /readyz while state cannot be saved.
+STATE_FOLDER = "state folder"
 Stage = Callable[..., Awaitable[Any]]
 #: Receives a stack key and its membership record after every durable change.
 OnStackSaved = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -59,6 +63,8 @@ class Chooser:
         Per-key stacks and sky templates.
     metrics : Metrics
         Stack gauges and counters.
+    retrier : Retrier
+        The retry policy for saving state.
     on_stack_saved : callable, optional
         Awaited with each stack's membership once saved (the Kafka state topic).
     """
@@ -68,9 +74,11 @@ class Chooser:
         settings: Settings,
         store: StackStore,
         metrics: Metrics,
+        retrier: Retrier,
         *,
         on_stack_saved: OnStackSaved | None = None,
     ) -> None:
+        self._retrier = retrier
         self._settings = settings
         self._store = store
         self._metrics = metrics
@@ -115,17 +123,18 @@ class Chooser:
             If it does not fit the stack (shape), with the reason.
         """
         state = self._store.state(key)
-        async with state.changed:
+        async with state.lock:
             evicted = await stage(
                 "combine", self._store.add_member, state, member_id, exposure, path, obs_time
             )
-            await stage("write", self._store.save_stack, state)
+            await self._retrier.call(
+                STATE_FOLDER, lambda: stage("write", self._store.save_stack, state)
+            )
             if self._on_stack_saved is not None:
                 await self._on_stack_saved(key, self._store.membership(state))
             for gone in evicted:
                 log.info("stack %s: %s left (stack full)", key, gone)
             self._publish_stack(state)
-            state.changed.notify_all()
             return state.stack.depth if state.stack else 0
 
     async def from_stack(
@@ -160,21 +169,48 @@ class Chooser:
             inputs=members,
         )  # fmt: skip
 
-    async def wait_for_stack(
-        self, stage: Stage, key: str, exposure: Exposure, obs_time: float
-    ) -> Choice | None:
-        """Wait up to ``wait_seconds`` for the stack to become large enough, then use it."""
+    def must_wait(self, key: str) -> bool:
+        """Whether a science exposure of ``key`` must wait (be parked) for its stack now."""
+        if self._settings.background.method != "stack":
+            return False
+        stack_settings = self._settings.background.stack
+        return (
+            stack_settings.when_insufficient == "wait"
+            and self.stack_depth(key) < stack_settings.min_members
+        )
+
+    def kind(self, event: ExposureEvent, header: Header) -> str:
+        """``background`` or ``science``; only the stack method uses background frames."""
+        if self._settings.background.method != "stack":
+            return "science"
+        return exposure_kind(event, header, self._settings.routing.background_when)
+
+    async def choose(
+        self, stage: Stage, event: ExposureEvent, key: str, exposure: Exposure, obs_time: float
+    ) -> Choice:
+        """The background of a science exposure under the configured method and policy.
+
+        With the stack method, a stack with fewer than ``min_members`` falls back to
+        ``when_insufficient`` (or, for ``wait``, to ``after_wait`` once waiting is over).
+        """
+        method = self._settings.background.method
+        if method == "model":
+            return await self.own_model(stage, exposure)
+        if method == "rolling-sky":
+            return await self.rolling_sky(stage, key, event.exposure_id, exposure)
         settings = self._settings.background.stack
-        state = self._store.state(key)
-        deadline = time.monotonic() + settings.wait_seconds
-        async with state.changed:
-            while self.stack_depth(key) < settings.min_members:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.changed.wait(), remaining)
-        return await self.from_stack(stage, key, exposure, obs_time)
+        choice = await self.from_stack(stage, key, exposure, obs_time)
+        if choice is not None:
+            return choice
+        fallback = (
+            settings.after_wait
+            if settings.when_insufficient == "wait"
+            else settings.when_insufficient
+        )
+        reason = f"stack {key} has fewer than {settings.min_members} usable member(s)"
+        if fallback == "model":
+            return await self.own_model(stage, exposure, note=f"{reason}: own model")
+        return Choice(method="stack", background=None, level=None, rms=None, notes=[reason])
 
     # -- rolling sky ------------------------------------------------------------------
 
@@ -211,5 +247,7 @@ class Chooser:
                     f"{settings.min_members}: own model used"
                 )
             self._store.add_sky(state, exposure_id, member)
-            await stage("write", self._store.save_sky, state)
+            await self._retrier.call(
+                STATE_FOLDER, lambda: stage("write", self._store.save_sky, state)
+            )
         return choice

@@ -1,112 +1,231 @@
-"""Lanes: one ordered, bounded queue and one worker task per stack key."""
+"""Lanes: one ordered, bounded lane per stack key, with room for exposures that must wait."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daemon.intake.delivery import Delivery
 from daemon.ops.metrics import Metrics
+from daemon.ops.progress import Heartbeat
+from daemon.ops.supervisor import Supervisor
 
-__all__ = ["Lanes"]
+__all__ = ["Handler", "Lanes"]
 
 log = logging.getLogger("skystream.lanes")
 
-Handler = Callable[[Delivery, str], Awaitable[None]]
+#: ``await handler(delivery, key, may_park)`` settles a delivery and returns False, or, when
+#: ``may_park`` and the delivery must wait (for its stack), returns True without settling.
+Handler = Callable[[Delivery, str, bool], Awaitable[bool]]
 
 
-@dataclass
+@dataclass(eq=False)
+class _Parked:
+    delivery: Delivery
+    deadline: float  # time.monotonic() when it goes on without what it waits for
+
+
+@dataclass(eq=False)
 class _Lane:
-    queue: asyncio.Queue[Delivery]
-    task: asyncio.Task[None] | None = None
+    key: str
+    waiting: deque[Delivery] = field(default_factory=deque)
+    parked: deque[_Parked] = field(default_factory=deque)
+    held: set[Delivery] = field(default_factory=set)  # beyond the lane's size
     busy: bool = False
-
-
-class Lanes:
-    """Routes deliveries to per-key lanes; each lane processes its items in order.
-
-    A full lane makes `put` wait, which pauses whatever feeds it (backpressure).
-
-    Parameters
-    ----------
-    handler : callable
-        ``await handler(delivery, key)`` processes one item.
-    queue_size : int
-        Items waiting per lane.
-    metrics : Metrics
-        Lane depth gauge.
-    """
-
-    def __init__(self, handler: Handler, *, queue_size: int, metrics: Metrics) -> None:
-        self._handler = handler
-        self._queue_size = queue_size
-        self._metrics = metrics
-        self._lanes: dict[str, _Lane] = {}
-        self._closing = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    heartbeat: Heartbeat | None = None
 
     @property
-    def saturated(self) -> list[str]:
-        """Keys of lanes whose queue is full."""
-        return [key for key, lane in self._lanes.items() if lane.queue.full()]
+    def depth(self) -> int:
+        return len(self.waiting) + len(self.parked) + self.busy
 
     @property
     def idle(self) -> bool:
-        """True when no lane holds or processes anything."""
-        return all(lane.queue.empty() and not lane.busy for lane in self._lanes.values())
+        return not self.waiting and not self.parked and not self.busy
 
-    async def put(self, key: str, delivery: Delivery) -> None:
-        """Queue a delivery on its lane, waiting while the lane is full."""
+
+class Lanes:
+    """Per-key lanes: each processes its deliveries in order, and no key waits for another.
+
+    `put` never blocks. A lane holds up to ``queue_size`` deliveries (waiting, parked and
+    in hand); deliveries beyond that are *held*: their source is told through
+    `Delivery.hold` (Kafka pauses exactly their partition; a folder's files simply wait),
+    and they enter the lane as it drains. A delivery that must wait for its stack is
+    *parked* in its lane: it counts towards the lane's size and the drain, and goes on
+    right after the delivery that makes it ready (so what it gets does not depend on
+    timing), when ``park_seconds`` pass, when parked deliveries fill the lane, or when a
+    finite input has ended.
+
+    Parameters
+    ----------
+    handler : Handler
+        Processes one delivery.
+    can_go : callable
+        ``can_go(key)``: whether the parked deliveries of ``key`` may go on now.
+    supervisor : Supervisor
+        Runs each lane's worker.
+    queue_size : int
+        Deliveries per lane before further ones are held.
+    park_seconds : float
+        Longest wait of a parked delivery.
+    metrics : Metrics
+        Lane depth and parked gauges.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        can_go: Callable[[str], bool],
+        *,
+        supervisor: Supervisor,
+        queue_size: int,
+        park_seconds: float,
+        metrics: Metrics,
+    ) -> None:
+        self._handler = handler
+        self._can_go = can_go
+        self._supervisor = supervisor
+        self._queue_size = queue_size
+        self._park_seconds = park_seconds
+        self._metrics = metrics
+        self._lanes: dict[str, _Lane] = {}
+        self._input_ended = False
+        self._stopping = False
+        self._changed = asyncio.Event()
+
+    @property
+    def saturated(self) -> list[str]:
+        """Keys of lanes that are full (further deliveries are held)."""
+        return [key for key, lane in self._lanes.items() if lane.depth >= self._queue_size]
+
+    @property
+    def idle(self) -> bool:
+        """True when no lane holds, parks or processes anything."""
+        return all(lane.idle for lane in self._lanes.values())
+
+    def __len__(self) -> int:
+        return sum(lane.depth for lane in self._lanes.values())
+
+    def put(self, key: str, delivery: Delivery) -> None:
+        """Give a delivery to the lane of ``key`` (made on first use); never waits."""
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane(asyncio.Queue(self._queue_size))
-            lane.task = asyncio.create_task(self._work(key, lane), name=f"lane {key}")
+            lane = self._lanes[key] = _Lane(key)
+            lane.heartbeat = self._supervisor.spawn(
+                f"lane {key}", lambda: self._work(lane), finite=True
+            )
             log.info("new lane %s", key)
-        await lane.queue.put(delivery)
-        self._metrics.lane_depth.labels(key).set(lane.queue.qsize())
+        lane.waiting.append(delivery)
+        self._rebalance(lane)
+        lane.wake.set()
+
+    def input_ended(self) -> None:
+        """A finite input has nothing more: parked deliveries need not wait any longer."""
+        self._input_ended = True
+        for lane in self._lanes.values():
+            lane.wake.set()
 
     async def join(self) -> None:
-        """Wait until every item queued so far has been processed."""
+        """Wait until every lane is idle."""
         while not self.idle:
-            await asyncio.gather(*(lane.queue.join() for lane in list(self._lanes.values())))
-
-    async def _work(self, key: str, lane: _Lane) -> None:
-        while not self._closing:
-            delivery = await lane.queue.get()
-            self._metrics.lane_depth.labels(key).set(lane.queue.qsize())
-            lane.busy = True
-            try:
-                await self._handler(delivery, key)
-            except Exception:
-                # The handler settles every outcome itself; reaching here is a bug, and one
-                # bad item must not silence the lane.
-                log.exception("lane %s: unhandled error for %s", key, delivery.event.uri)
-            finally:
-                lane.busy = False
-                lane.queue.task_done()
+            self._changed.clear()
+            await self._changed.wait()
 
     async def stop(self, grace_seconds: float) -> int:
-        """Let in-flight items finish (up to the grace period), then stop every lane.
+        """Let deliveries in hand finish (up to the grace period), then stop every lane.
 
-        Items still queued are dropped unacknowledged; their source delivers them again
-        (rescan, uncommitted offset). Returns how many were dropped.
+        Waiting, held and parked deliveries are dropped unacknowledged; their source
+        delivers them again (rescan, uncommitted offset). Returns how many were dropped.
         """
-        self._closing = True
-        busy = [lane.task for lane in self._lanes.values() if lane.busy and lane.task]
-        idle = [lane.task for lane in self._lanes.values() if not lane.busy and lane.task]
-        for task in idle:
-            task.cancel()
-        if busy:
-            _, late = await asyncio.wait(busy, timeout=grace_seconds)
-            for task in late:
-                log.warning("grace period over: abandoning %s", task.get_name())
-                task.cancel()
-        for lane in self._lanes.values():
-            if lane.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
-        dropped = sum(lane.queue.qsize() for lane in self._lanes.values())
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._until_none_busy(), grace_seconds)
+        except TimeoutError:
+            busy = [key for key, lane in self._lanes.items() if lane.busy]
+            log.warning("grace period over: abandoning the exposure in hand in %s",
+                        ", ".join(busy))  # fmt: skip
+        dropped = 0
+        for key, lane in list(self._lanes.items()):
+            await self._supervisor.cancel(f"lane {key}")
+            dropped += len(lane.waiting) + len(lane.parked)
         self._lanes.clear()
         return dropped
+
+    async def _until_none_busy(self) -> None:
+        while any(lane.busy for lane in self._lanes.values()):
+            self._changed.clear()
+            await self._changed.wait()
+
+    # -- one lane ------------------------------------------------------------------------
+
+    def _rebalance(self, lane: _Lane) -> None:
+        """Tell sources which deliveries are held beyond the lane's size, and publish gauges."""
+        room = max(self._queue_size - len(lane.parked) - lane.busy, 0)
+        for index, delivery in enumerate(lane.waiting):
+            held = index >= room
+            if held != (delivery in lane.held):
+                if held:
+                    lane.held.add(delivery)
+                else:
+                    lane.held.discard(delivery)
+                delivery.hold(held)
+        self._metrics.lane_depth.labels(lane.key).set(lane.depth)
+        self._metrics.lane_parked.labels(lane.key).set(len(lane.parked))
+        self._changed.set()
+
+    def _release(self, lane: _Lane) -> _Parked | None:
+        """The parked delivery that goes on now, if any (oldest first)."""
+        if not lane.parked:
+            return None
+        first = lane.parked[0]
+        if (
+            self._can_go(lane.key)
+            or (self._input_ended and not lane.waiting)
+            or time.monotonic() >= first.deadline
+            or len(lane.parked) >= self._queue_size and lane.waiting  # room for the held
+        ):
+            return lane.parked.popleft()
+        return None
+
+    async def _work(self, lane: _Lane) -> None:
+        while not self._stopping:
+            parked = self._release(lane)
+            if parked is not None:
+                await self._handle(lane, parked.delivery, may_park=False)
+                continue
+            if not lane.waiting:
+                lane.wake.clear()
+                timeout = (
+                    max(lane.parked[0].deadline - time.monotonic(), 0.0) if lane.parked else None
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lane.wake.wait(), timeout)
+                continue
+            delivery = lane.waiting.popleft()
+            lane.held.discard(delivery)
+            if await self._handle(lane, delivery, may_park=True):
+                lane.parked.append(_Parked(delivery, time.monotonic() + self._park_seconds))
+                log.info("%s parked in lane %s until its stack is ready",
+                         delivery.event.path.name, lane.key)  # fmt: skip
+                self._rebalance(lane)
+
+    async def _handle(self, lane: _Lane, delivery: Delivery, *, may_park: bool) -> bool:
+        lane.busy = True
+        self._rebalance(lane)
+        assert lane.heartbeat is not None
+        try:
+            with lane.heartbeat.working():
+                return await self._handler(delivery, lane.key, may_park)
+        except BaseException:
+            # Not settled: back to the front, in order, for the restarted worker (or the
+            # next start) to take again.
+            lane.waiting.appendleft(delivery)
+            raise
+        finally:
+            lane.busy = False
+            self._rebalance(lane)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -21,13 +18,13 @@ from daemon.events import ProductEvent
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
-from daemon.flow.backgrounds import Choice, Chooser, OnStackSaved
-from daemon.intake.delivery import RETRY, Delivery
-from daemon.intake.kinds import exposure_kind, observation_time
+from daemon.flow.backgrounds import Choice, Chooser
+from daemon.intake.delivery import Delivery
+from daemon.intake.kinds import observation_time
 from daemon.kafka.publisher import EventPublisher
 from daemon.ops.metrics import Metrics
+from daemon.retry import Retrier
 from daemon.state.skymatch_groups import SkyMatchGroups
-from daemon.state.stacks import StackStore
 from processors import (
     Exposure,
     NoValidPixelsError,
@@ -36,15 +33,15 @@ from processors import (
     subtract_background,
 )
 
-__all__ = ["Pipeline", "stack_key_of"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger("skystream.pipeline")
 T = TypeVar("T")
 
-
-def stack_key_of(header: Any, keys: list[str]) -> str:
-    """The stack key of a header: the configured keyword values joined by ``/``."""
-    return "/".join(str(header.get(key, "-")).strip() or "-" for key in keys)
+#: Conditions named in /readyz while an output cannot be written.
+PRODUCTS_FOLDER = "products folder"
+QUARANTINE_FOLDER = "quarantine folder"
+LEDGER = "ledger"
 
 
 class Pipeline:
@@ -53,29 +50,32 @@ class Pipeline:
     Every delivery ends acknowledged exactly once — ``complete`` or ``skipped`` (product
     durable), ``background`` (absorbed into its stack, state durable) or ``quarantined``
     (reason written) — unless the service stops first, in which case it stays
-    unacknowledged and its source delivers it again later.
+    unacknowledged and its source delivers it again later. Writes that fail for a reason
+    the world can clear (disk full, folder unwritable, database busy, brokers down) are
+    retried in place with the service's one retry policy, so nothing is acknowledged
+    until they succeed.
 
     Parameters
     ----------
     settings : Settings
-        Background method and parameters, input rules.
+        Input rules and output options.
     pool : Executor
         Bounded worker pool for CPU and file work.
+    chooser : Chooser
+        The background policy (methods, stacks, when to wait).
     sink : DirectorySink
         Product writer.
     quarantine : Quarantine
         Where bad input goes.
-    store : StackStore
-        Stacks and sky templates per stack key.
     metrics : Metrics
         Counters, stage timings, latency, levels.
+    retrier : Retrier
+        The retry policy.
     skymatch : SkyMatchGroups, optional
         Mosaic groups that products join (when sky matching is enabled).
     publisher : EventPublisher, optional
         Kafka producer; product events go to ``settings.output.product_topic`` and are
         acknowledged by the brokers before the input is.
-    on_stack_saved : callable, optional
-        Awaited with a stack's membership after each durable change (the state topic).
     on_product : callable, optional
         Called with each `ProductEvent` (the demo's progress display).
     """
@@ -85,27 +85,28 @@ class Pipeline:
         settings: Settings,
         *,
         pool: Executor,
+        chooser: Chooser,
         sink: DirectorySink,
         quarantine: Quarantine,
-        store: StackStore,
         metrics: Metrics,
+        retrier: Retrier,
         skymatch: SkyMatchGroups | None = None,
         publisher: EventPublisher | None = None,
         on_product: Callable[[ProductEvent], None] | None = None,
-        on_stack_saved: OnStackSaved | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
+        self._chooser = chooser
         self._sink = sink
         self._quarantine = quarantine
         self._metrics = metrics
-        self._on_product = on_product
-        self._chooser = Chooser(settings, store, metrics, on_stack_saved=on_stack_saved)
+        self._retrier = retrier
         self._skymatch = skymatch
         self._publisher = publisher
-        self._waiting: set[asyncio.Task[None]] = set()
+        self._on_product = on_product
 
-    async def _in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``func`` in the worker pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(func, *args, **kwargs))
 
@@ -114,46 +115,51 @@ class Pipeline:
         **kwargs: Any,
     ) -> T:  # fmt: skip
         start = time.perf_counter()
-        result = await self._in_pool(func, *args, **kwargs)
+        result = await self.in_pool(func, *args, **kwargs)
         elapsed = time.perf_counter() - start
         timings[name] = round(timings.get(name, 0.0) + elapsed, 6)
         self._metrics.stage_seconds.labels(name).observe(elapsed)
         return result
 
-    async def route(self, delivery: Delivery) -> str:
-        """The stack key of a delivery, read from its header (InvalidInput if unreadable)."""
-        if delivery.problem is not None:
-            raise delivery.problem
-        header = await self._in_pool(read_primary_header, delivery.event.path)
-        return stack_key_of(header, self._settings.routing.stack_key)
+    def can_go(self, key: str) -> bool:
+        """Whether exposures parked in lane ``key`` may go on (their stack is ready)."""
+        return not self._chooser.must_wait(key)
 
-    async def process(self, delivery: Delivery, key: str) -> None:
-        """Process one delivery on lane ``key`` and acknowledge its outcome."""
+    async def process(self, delivery: Delivery, key: str, may_park: bool) -> bool:
+        """Process one delivery on lane ``key`` and acknowledge its outcome.
+
+        Returns True, without settling it, when ``may_park`` and it is a science exposure
+        that must wait for its stack: the lane parks it and hands it back when it may go.
+        """
         self._metrics.inflight.inc()
         try:
             timings: dict[str, float] = {}
             try:
+                if delivery.problem is not None:
+                    raise delivery.problem
                 if delivery.may_repeat and await self._announce_existing(delivery, key):
-                    return
+                    return False
+                if may_park and self._chooser.must_wait(key) and await self._is_science(delivery):
+                    return True
                 exposure = await self._read(delivery, timings)
-                kind = self._kind(delivery, exposure)
-                if kind == "background":
+                header = exposure.header
+                if self._chooser.kind(delivery.event, header) == "background":
                     await self._absorb(delivery, key, exposure, timings)
-                    return
-                if self._must_wait(key):
-                    # Waiting must not block the lane: the backgrounds it waits for are
-                    # queued behind it.
-                    task = asyncio.create_task(self._settle(delivery, key, exposure, timings))
-                    self._waiting.add(task)
-                    task.add_done_callback(self._waiting.discard)
-                    return
-                await self._settle(delivery, key, exposure, timings)
+                else:
+                    await self._settle(delivery, key, exposure, timings)
             except InvalidInput as exc:
                 await self.reject(delivery, exc)
-            except OSError as exc:
-                await self._release(delivery, exc)
+            return False
         finally:
             self._metrics.inflight.dec()
+
+    async def _is_science(self, delivery: Delivery) -> bool:
+        """The kind from the primary header alone (cheap: no pixels are read to park)."""
+        try:
+            header = await self.in_pool(read_primary_header, delivery.event.path)
+        except InvalidInput:
+            return False  # not parked: reading it properly quarantines it
+        return self._chooser.kind(delivery.event, header) == "science"
 
     async def _announce_existing(self, delivery: Delivery, key: str) -> bool:
         """Re-announce the product of an input delivered again; True if there was one.
@@ -161,57 +167,41 @@ class Pipeline:
         Redelivery after a crash or a rebalance then publishes the very event published
         before, instead of a recomputed one with other timings.
         """
-        summary = await self._in_pool(self._sink.existing_summary, delivery.event)
+        summary = await self.in_pool(self._sink.existing_summary, delivery.event)
         if summary is None:
             return False
         await self._publish_product(summary, key)
         outcome = "skipped" if summary.status == "SKIPPED" else "complete"
         log.info("%s was already processed: its product event is published again",
                  delivery.event.path.name)  # fmt: skip
-        await delivery.acknowledge(outcome, summary.product_uri)
+        await self._acknowledge(delivery, outcome, summary.product_uri)
         self._metrics.processed.labels("duplicate").inc()
         return True
 
     async def _publish_product(self, summary: ProductEvent, key: str) -> None:
         topic = self._settings.output.product_topic
         if self._publisher is not None and topic:
-            # Canonical JSON (sorted keys), so an event announced again from the sidecar is
-            # byte-identical to the first.
-            document = summary.model_dump(mode="json", by_alias=True)
-            payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-            await self._publisher.publish(topic, payload, key)
+            await self._publisher.publish_product(topic, summary, key)
 
-    async def _release(self, delivery: Delivery, exc: OSError) -> None:
-        """Hand a delivery back unfinished; its source delivers it again later.
-
-        For state that could not be saved (disk full, folder gone): not the input's fault.
-        """
-        log.error("%s: %s; handed back for a retry", delivery.event.path.name, exc)
-        self._metrics.processed.labels(RETRY).inc()
-        await delivery.acknowledge(RETRY, None)
-
-    async def cancel_waiting(self) -> int:
-        """Abandon science exposures still waiting for a stack (they stay unacknowledged)."""
-        tasks = list(self._waiting)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return len(tasks)
+    async def _acknowledge(self, delivery: Delivery, outcome: str, product: str | None) -> None:
+        """Acknowledge once the outcome is durable (the ledger write is retried in place)."""
+        await self._retrier.call(LEDGER, lambda: delivery.acknowledge(outcome, product))
 
     async def reject(self, delivery: Delivery, exc: InvalidInput) -> None:
         """Quarantine a delivery with its reason, count it and acknowledge it."""
-        await self._in_pool(
-            self._quarantine.put,
-            delivery.event.path,
-            reason=exc.reason,
-            detail=exc.detail,
-            source=delivery.source,
+        await self._retrier.call(
+            QUARANTINE_FOLDER,
+            lambda: self.in_pool(
+                self._quarantine.put,
+                delivery.event.path,
+                reason=exc.reason,
+                detail=exc.detail,
+                source=delivery.source,
+            ),
         )
         self._metrics.quarantined.labels(exc.reason).inc()
         self._metrics.processed.labels("quarantined").inc()
-        await delivery.acknowledge("quarantined", None)
+        await self._acknowledge(delivery, "quarantined", None)
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -224,24 +214,13 @@ class Pipeline:
             )  # fmt: skip
         except InvalidInput:
             raise
+        except OSError as exc:
+            raise InvalidInput(
+                "unreadable", f"{path.name}: {exc.strerror or exc} while reading it"
+            ) from exc
         except Exception as exc:
             log.exception("cannot read %s", path.name)
             raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
-
-    def _kind(self, delivery: Delivery, exposure: Exposure) -> str:
-        if self._settings.background.method != "stack":
-            return "science"  # only the stack method uses dedicated background frames
-        return exposure_kind(
-            delivery.event, exposure.header, self._settings.routing.background_when
-        )
-
-    def _must_wait(self, key: str) -> bool:
-        stack_settings = self._settings.background.stack
-        if self._settings.background.method != "stack":
-            return False
-        if stack_settings.when_insufficient != "wait":
-            return False
-        return self._chooser.stack_depth(key) < stack_settings.min_members
 
     async def _absorb(
         self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
@@ -257,71 +236,44 @@ class Pipeline:
             self._metrics.members_rejected.labels("shape").inc()
             raise InvalidInput("stack_mismatch", f"{event.path.name}: {exc}") from exc
         log.info("%s joined stack %s (%d member(s))", event.path.name, key, depth)
-        await delivery.acknowledge("background", None)
+        await self._acknowledge(delivery, "background", None)
         self._metrics.processed.labels("background").inc()
-
-    async def _choose(
-        self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
-    ) -> Choice:
-        method = self._settings.background.method
-        stage = functools.partial(self._stage, timings)
-        if method == "model":
-            return await self._chooser.own_model(stage, exposure)
-        if method == "rolling-sky":
-            return await self._chooser.rolling_sky(
-                stage, key, delivery.event.exposure_id, exposure
-            )
-        settings = self._settings.background.stack
-        obs_time = observation_time(delivery.event, exposure.header, time.time())
-        if settings.when_insufficient == "wait":
-            choice = await self._chooser.wait_for_stack(stage, key, exposure, obs_time)
-            fallback = settings.after_wait
-        else:
-            choice = await self._chooser.from_stack(stage, key, exposure, obs_time)
-            fallback = settings.when_insufficient
-        if choice is not None:
-            return choice
-        reason = f"stack {key} has fewer than {settings.min_members} usable member(s)"
-        if fallback == "model":
-            return await self._chooser.own_model(stage, exposure, note=f"{reason}: own model")
-        return Choice(method="stack", background=None, level=None, rms=None, notes=[reason])
 
     async def _settle(
         self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
     ) -> None:
         """Choose the background, subtract, write the product and acknowledge."""
-        try:
-            await self._settle_once(delivery, key, exposure, timings)
-        except OSError as exc:
-            await self._release(delivery, exc)
-
-    async def _settle_once(
-        self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
-    ) -> None:
         event = delivery.event
+        obs_time = observation_time(event, exposure.header, time.time())
+        stage = functools.partial(self._stage, timings)
         try:
-            try:
-                choice = await self._choose(delivery, key, exposure, timings)
-                if choice.background is None:
-                    product = skip_background(
-                        exposure, method=choice.method, reason="; ".join(choice.notes)
-                    )
-                else:
-                    product = await self._stage(
-                        timings, "subtract", subtract_background, exposure,
-                        choice.background, errors=self._settings.background.errors,
-                        method=choice.method, inputs=choice.inputs,
-                    )  # fmt: skip
-            except NoValidPixelsError as exc:
-                raise InvalidInput("no_valid_pixels", f"{event.path.name}: {exc}") from exc
-            except (InvalidInput, OSError):
-                raise
-            except Exception as exc:
-                log.exception("processing failed for %s", event.path.name)
-                raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
-        except InvalidInput as exc:
-            await self.reject(delivery, exc)
-            return
+            choice = await self._chooser.choose(stage, event, key, exposure, obs_time)
+            product = await self._subtracted(exposure, choice, timings)
+        except NoValidPixelsError as exc:
+            raise InvalidInput("no_valid_pixels", f"{event.path.name}: {exc}") from exc
+        except (InvalidInput, OSError):
+            raise  # an OSError here passed the retry policy: it would only repeat
+        except Exception as exc:
+            log.exception("processing failed for %s", event.path.name)
+            raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
+        await self._deliver(delivery, key, exposure, choice, product, timings)
+
+    async def _subtracted(
+        self, exposure: Exposure, choice: Choice, timings: dict[str, float]
+    ) -> Exposure:
+        if choice.background is None:
+            return skip_background(exposure, method=choice.method, reason="; ".join(choice.notes))
+        return await self._stage(
+            timings, "subtract", subtract_background, exposure, choice.background,
+            errors=self._settings.background.errors, method=choice.method, inputs=choice.inputs,
+        )  # fmt: skip
+
+    async def _deliver(
+        self, delivery: Delivery, key: str, exposure: Exposure, choice: Choice,
+        product: Exposure, timings: dict[str, float],
+    ) -> None:  # fmt: skip
+        """Write the product (and saved background), announce it, acknowledge the input."""
+        event = delivery.event
         background_uri = None
         if (
             choice.method == "stack"
@@ -329,8 +281,12 @@ class Pipeline:
             and self._settings.background.stack.save_combined
         ):
             target = self._sink.combined_background_path(event.exposure_id)
-            await self._stage(timings, "write", write_exposure, choice.background, target,
-                              fsync=self._settings.output.fsync)  # fmt: skip
+            background = choice.background
+            await self._retrier.call(
+                PRODUCTS_FOLDER,
+                lambda: self._stage(timings, "write", write_exposure, background, target,
+                                    fsync=self._settings.output.fsync),
+            )  # fmt: skip
             background_uri = str(target)
         status = "SKIPPED" if choice.background is None else "COMPLETE"
         summary = ProductEvent(
@@ -352,7 +308,11 @@ class Pipeline:
             software_version=__version__,
             produced_at=datetime.now(UTC),
         )
-        summary = await self._write_with_retry(product, summary, timings)
+        written = summary
+        summary = await self._retrier.call(
+            PRODUCTS_FOLDER,
+            lambda: self._stage(timings, "write", self._sink.write, product, written),
+        )
         path = Path(summary.product_uri)
         if choice.level is not None:
             self._metrics.background_level.labels(key).set(choice.level)
@@ -376,31 +336,8 @@ class Pipeline:
                 await self._skymatch.add(group, event.exposure_id, str(path), product, last)
         await self._publish_product(summary, key)
         outcome = "skipped" if status == "SKIPPED" else "complete"
-        await delivery.acknowledge(outcome, str(path))
+        await self._acknowledge(delivery, outcome, str(path))
         self._metrics.processed.labels(outcome).inc()
         self._metrics.latency_seconds.observe(time.monotonic() - delivery.arrived)
         if self._on_product is not None:
             self._on_product(summary)
-
-    async def _write_with_retry(
-        self, product: Exposure, summary: ProductEvent, timings: dict[str, float]
-    ) -> ProductEvent:
-        """Write, retrying with jittered backoff until it succeeds or the service stops.
-
-        A full, read-only or unwritable output folder is for an operator to fix; nothing
-        is acknowledged meanwhile.
-        """
-        delay = 0.5
-        while True:
-            try:
-                return await self._stage(timings, "write", self._sink.write, product, summary)
-            except OSError as exc:
-                # The cause is in the message; a traceback per retry would drown the log.
-                log.error(  # noqa: TRY400
-                    "cannot write %s (%s); retrying in %.1f s",
-                    summary.product_uri,
-                    exc.strerror,
-                    delay,
-                )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 30.0)

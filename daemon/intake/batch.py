@@ -8,6 +8,7 @@ from pathlib import Path
 
 from daemon.events import ExposureEvent
 from daemon.intake.delivery import Delivery
+from daemon.ops.supervisor import Supervisor
 
 __all__ = ["BatchSource"]
 
@@ -33,7 +34,7 @@ class BatchSource:
         """True once started."""
         return self._started
 
-    async def start(self) -> None:
+    async def start(self, _supervisor: Supervisor) -> None:
         """Nothing to connect to."""
         self._started = True
 

@@ -8,11 +8,9 @@ from typing import Protocol
 
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent
+from daemon.ops.supervisor import Supervisor
 
-__all__ = ["RETRY", "Delivery", "Source"]
-
-#: Outcome that hands a delivery back unfinished: the source delivers it again later.
-RETRY = "retry"
+__all__ = ["Delivery", "Source"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,12 +28,16 @@ class Delivery:
     acknowledge : callable
         Awaited with the outcome (``complete``, ``skipped``, ``background`` or
         ``quarantined``) and the product path once the outcome is durable; the source then
-        records or commits it. `RETRY` hands it back unfinished instead.
+        records or commits it. A delivery never acknowledged (the service stopped first)
+        is delivered again by its source.
     problem : InvalidInput or None
         Set when the source already knows the input is bad (e.g. truncated).
     may_repeat : bool
         The source may deliver this again after a crash or a rebalance (Kafka): an
         existing product of the same input is then announced again, not recomputed.
+    on_hold : callable or None
+        Called with True when the delivery is held behind a full lane and with False when
+        it enters the lane (Kafka pauses and resumes its partition); None: nothing to do.
     """
 
     event: ExposureEvent
@@ -44,6 +46,12 @@ class Delivery:
     acknowledge: Callable[[str, str | None], Awaitable[None]]
     problem: InvalidInput | None = None
     may_repeat: bool = False
+    on_hold: Callable[[bool], None] | None = None
+
+    def hold(self, held: bool) -> None:
+        """Tell the source that this delivery is (True) or is no longer (False) held."""
+        if self.on_hold is not None:
+            self.on_hold(held)
 
 
 class Source(Protocol):
@@ -56,8 +64,8 @@ class Source(Protocol):
         """True once the source is running (for /readyz)."""
         ...
 
-    async def start(self) -> None:
-        """Begin watching or consuming."""
+    async def start(self, supervisor: Supervisor) -> None:
+        """Begin watching or consuming; long-lived loops run under ``supervisor``."""
 
     def deliveries(self) -> AsyncIterator[Delivery]:
         """Deliveries in arrival order; ends only for finite sources."""

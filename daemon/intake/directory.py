@@ -27,13 +27,18 @@ from daemon.app.settings import DirectorySourceSettings
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent
 from daemon.fileio.fits_io import check_fits_complete
-from daemon.intake.delivery import RETRY, Delivery
+from daemon.intake.delivery import Delivery
 from daemon.intake.ledger import Ledger, LedgerEntry
 from daemon.ops.metrics import Metrics
+from daemon.ops.progress import Heartbeat
+from daemon.ops.supervisor import Supervisor
 
 __all__ = ["DirectorySource"]
 
 log = logging.getLogger("skystream.source.directory")
+
+#: Names of the source's supervised tasks.
+_WATCHER, _RESCAN, _SETTLE = "directory watcher", "directory rescan", "directory settle"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ class DirectorySource:
         self._ready: asyncio.Queue[Delivery] = asyncio.Queue(max_ready)
         self._wake = asyncio.Event()
         self._observer: BaseObserver | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor: Supervisor | None = None
         self._scanned_once = asyncio.Event()
 
     @property
@@ -138,22 +143,13 @@ class DirectorySource:
             and self._ready.empty()
         )
 
-    async def start(self) -> None:
-        """Create the folder, start the observer, scan once and start the loops."""
+    async def start(self, supervisor: Supervisor) -> None:
+        """Create the folder; start the watcher, rescan and settle loops under ``supervisor``."""
         self._folder.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        if self._settings.polling:
-            observer: BaseObserver = PollingObserver(timeout=self._settings.poll_interval_seconds)
-        else:
-            observer = Observer()
-        observer.schedule(_Hints(loop, self), str(self._folder), recursive=False)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
-        self._tasks = [
-            asyncio.create_task(self._rescan_loop(), name="directory-rescan"),
-            asyncio.create_task(self._settle_loop(), name="directory-settle"),
-        ]
+        self._supervisor = supervisor
+        supervisor.spawn(_WATCHER, self._watch)
+        supervisor.spawn(_RESCAN, self._rescan_loop)
+        heartbeat = supervisor.spawn(_SETTLE, lambda: self._settle_loop(heartbeat))
         log.info(
             "watching %s (%s) for %s",
             self._folder,
@@ -162,15 +158,28 @@ class DirectorySource:
         )
 
     async def stop(self) -> None:
-        """Stop the observer and the loops; safe to call twice."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._observer is not None:
-            observer, self._observer = self._observer, None
+        """Stop the loops and the observer; safe to call twice."""
+        if self._supervisor is not None:
+            for name in (_SETTLE, _RESCAN, _WATCHER):
+                await self._supervisor.cancel(name)
+            self._supervisor = None
+
+    async def _watch(self) -> None:
+        """Run the file-event observer thread; fail (to be restarted) if it dies."""
+        if self._settings.polling:
+            observer: BaseObserver = PollingObserver(timeout=self._settings.poll_interval_seconds)
+        else:
+            observer = Observer()
+        observer.schedule(_Hints(asyncio.get_running_loop(), self), str(self._folder),
+                          recursive=False)  # fmt: skip
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        try:
+            await asyncio.to_thread(observer.join)  # returns only if the thread ends
+            raise RuntimeError(f"the file-event observer of {self._folder} stopped")
+        finally:
+            self._observer = None
             observer.stop()
             await asyncio.to_thread(observer.join, 5.0)
 
@@ -261,8 +270,9 @@ class DirectorySource:
             looks.append(_Look(path, info.st_size, info.st_mtime_ns, state, detail))
         return looks
 
-    async def _settle_loop(self) -> None:
+    async def _settle_loop(self, heartbeat: Heartbeat) -> None:
         while True:
+            heartbeat.beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.check_interval_seconds)
             self._wake.clear()
@@ -270,7 +280,8 @@ class DirectorySource:
                 continue
             order = sorted(self._pending, key=lambda p: self._pending[p].first_seen)
             items = [(path, self._pending[path].look) for path in order]
-            looks = await asyncio.to_thread(self._examine, items)
+            with heartbeat.working():  # a check that never returns is a stuck source
+                looks = await asyncio.to_thread(self._examine, items)
             for look in looks:
                 delivery = self._decide(look)
                 if delivery is not None:
@@ -315,9 +326,6 @@ class DirectorySource:
         self._metrics.received.labels(self.name).inc()
 
         async def acknowledge(outcome: str, product: str | None) -> None:
-            if outcome == RETRY:  # not finished: the next rescan delivers it again
-                self._in_flight.discard(look.path)
-                return
             await asyncio.to_thread(
                 self._ledger.record,
                 entry,

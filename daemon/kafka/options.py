@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from daemon.app.settings import ConfigError, KafkaSecuritySettings, KafkaSourceSettings
+from daemon.retry import Retrier
 
-__all__ = ["client_options", "started"]
+__all__ = ["BROKERS", "client_options", "started"]
 
 log = logging.getLogger("skystream.kafka")
+
+#: The condition named in /readyz while the brokers cannot be reached.
+BROKERS = "Kafka brokers"
 
 
 class _Client(Protocol):
@@ -26,21 +28,19 @@ class _Client(Protocol):
 C = TypeVar("C", bound=_Client)
 
 
-async def started(make: Callable[[], C]) -> C:
-    """A started aiokafka client, made anew and retried with backoff while brokers are down."""
-    delay = 0.5
-    while True:
+async def started(make: Callable[[], C], retrier: Retrier) -> C:
+    """A started aiokafka client, made anew for each attempt while the brokers are down."""
+
+    async def attempt() -> C:
         client = make()
         try:
             await client.start()
-        except KafkaError as exc:
+        except BaseException:
             await client.stop()
-            # The cause is in the message; a traceback per retry would drown the log.
-            log.error("cannot reach the Kafka brokers (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        else:
-            return client
+            raise
+        return client
+
+    return await retrier.call(BROKERS, attempt)
 
 
 def _password(security: KafkaSecuritySettings, environ: Mapping[str, str]) -> str:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import random
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-from daemon.kafka.options import started
+from daemon.events import ProductEvent
+from daemon.kafka.options import BROKERS, started
 from daemon.ops.metrics import Metrics
+from daemon.retry import Retrier
 
 __all__ = ["EventPublisher"]
 
@@ -21,8 +22,9 @@ log = logging.getLogger("skystream.sink.kafka")
 class EventPublisher:
     """One producer (``acks=all``) shared by everything skystream publishes.
 
-    `publish` returns only once the brokers acknowledged the record, retrying with
-    jittered backoff through broker outages; callers acknowledge their input after it.
+    `publish` returns only once the brokers acknowledged the record, retrying through
+    broker outages with the service's retry policy; callers acknowledge their input after
+    it.
 
     Parameters
     ----------
@@ -30,16 +32,21 @@ class EventPublisher:
         Client options (`daemon.kafka.options.client_options`).
     metrics : Metrics
         Produced-events counter.
+    retrier : Retrier
+        The retry policy for connecting and sending.
     """
 
-    def __init__(self, options: dict[str, Any], metrics: Metrics) -> None:
+    def __init__(self, options: dict[str, Any], metrics: Metrics, retrier: Retrier) -> None:
         self._options = options
         self._producer: AIOKafkaProducer | None = None
         self._metrics = metrics
+        self._retrier = retrier
 
     async def start(self) -> None:
         """Connect, retrying while the brokers are unreachable."""
-        self._producer = await started(lambda: AIOKafkaProducer(**self._options, acks="all"))
+        self._producer = await started(
+            lambda: AIOKafkaProducer(**self._options, acks="all"), self._retrier
+        )
 
     async def stop(self) -> None:
         """Flush and disconnect (bounded)."""
@@ -54,17 +61,17 @@ class EventPublisher:
         """Send one record (None: a tombstone) and wait until the brokers have it."""
         if self._producer is None:
             raise RuntimeError("the publisher is not started")
-        delay = 0.5
-        while True:
-            try:
-                await self._producer.send_and_wait(topic, payload, key=key.encode())
-            except KafkaError as exc:
-                # The cause is in the message; a traceback per retry would drown the log.
-                log.error(  # noqa: TRY400
-                    "cannot publish to %s (%s); retrying in %.1f s", topic, exc, delay
-                )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 30.0)
-            else:
-                self._metrics.kafka_produced.labels(topic).inc()
-                return
+        producer = self._producer
+        await self._retrier.call(
+            BROKERS, lambda: producer.send_and_wait(topic, payload, key=key.encode())
+        )
+        self._metrics.kafka_produced.labels(topic).inc()
+
+    async def publish_product(self, topic: str, summary: ProductEvent, key: str) -> None:
+        """Publish a ProductEvent as canonical JSON (sorted keys, no spaces).
+
+        An event announced again from its sidecar is then byte-identical to the first.
+        """
+        document = summary.model_dump(mode="json", by_alias=True)
+        payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        await self.publish(topic, payload, key)

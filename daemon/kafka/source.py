@@ -17,14 +17,18 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from daemon.app.settings import KafkaSourceSettings
 from daemon.errors import InvalidInput
 from daemon.intake.claims import parse_exposure_event
-from daemon.intake.delivery import RETRY, Delivery
-from daemon.kafka.options import started
+from daemon.intake.delivery import Delivery
+from daemon.kafka.options import BROKERS, started
 from daemon.kafka.publisher import EventPublisher
 from daemon.ops.metrics import Metrics
+from daemon.ops.supervisor import Supervisor
+from daemon.retry import Retrier
 
 __all__ = ["KafkaSource"]
 
 log = logging.getLogger("skystream.source.kafka")
+
+_POLL = "kafka poll"
 
 #: Awaited with newly assigned partitions before any of their events is fetched.
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -32,17 +36,14 @@ OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 @dataclass(eq=False)
 class _Partition:
-    """What this replica tracks of one assigned partition.
-
-    ``epoch`` changes when the partition is rewound, so events fetched before are stale.
-    """
+    """What this replica tracks of one assigned partition."""
 
     tp: TopicPartition
     committed: int
-    epoch: int = 0
     pending: set[int] = field(default_factory=set)  # delivered, not yet settled
     next: int | None = None  # offset after the last delivered event
     buffered: int = 0  # fetched, not yet delivered
+    held: int = 0  # delivered, waiting behind a full lane
     paused: bool = False
     revoking: bool = False
 
@@ -65,15 +66,16 @@ class _Rebalance(ConsumerRebalanceListener):
 class KafkaSource:
     """Deliveries of the events of a Kafka topic, at least once, with backpressure.
 
-    A poll task keeps calling the consumer (so ``max_poll_interval_ms`` is never
-    exceeded, however long the work) and buffers events per partition; a partition whose
-    buffer reaches ``pause_after`` (its events wait behind a full lane) is paused until
-    the buffer drains. Offsets are committed every ``commit_interval_seconds``, per
+    A supervised poll task keeps calling the consumer (so ``max_poll_interval_ms`` is
+    never exceeded, however long the work) and buffers events per partition. A partition
+    is paused while one of its events is held behind a full lane or its buffer reaches
+    ``pause_after``, and resumed when neither holds: a full lane pauses exactly the
+    partitions that feed it. Offsets are committed every ``commit_interval_seconds``, per
     partition up to (not past) the oldest event not yet settled, so a crash re-delivers at
     most the unsettled ones. A malformed or refused event (bad JSON or schema, too large,
     a URI outside ``allowed_roots``) is published to the dead-letter topic with its reason
-    and counts as settled only once the brokers acknowledged that. A delivery handed back
-    (`RETRY`) rewinds its partition to it. Before a partition is given away, its
+    and counts as settled only once the brokers acknowledged that. Broker errors are
+    retried with the service's retry policy. Before a partition is given away, its
     in-flight work may finish for ``revoke_grace_seconds`` and what settled is
     committed; later acknowledgements of it are ignored (the new owner redelivers them).
 
@@ -87,6 +89,8 @@ class KafkaSource:
         Kafka and received counters.
     publisher : EventPublisher
         Producer for the dead-letter topic.
+    retrier : Retrier
+        The retry policy for broker errors.
     on_assigned : callable, optional
         Awaited with new partitions before their events are fetched (state takeover).
     """
@@ -99,9 +103,12 @@ class KafkaSource:
         options: dict[str, Any],
         metrics: Metrics,
         publisher: EventPublisher,
+        retrier: Retrier,
         *,
         on_assigned: OnAssigned | None = None,
     ) -> None:
+        self._retrier = retrier
+        self._supervisor: Supervisor | None = None
         self._settings = settings
         self._options = options
         self._metrics = metrics
@@ -109,19 +116,17 @@ class KafkaSource:
         self._on_assigned = on_assigned
         self._consumer: AIOKafkaConsumer | None = None
         self._parts: dict[TopicPartition, _Partition] = {}
-        self._queue: asyncio.Queue[tuple[_Partition, int, Any] | None] = asyncio.Queue()
-        self._poller: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[tuple[_Partition, Any] | None] = asyncio.Queue()
         self._commit_lock = asyncio.Lock()
         self._joined = False
         self._progress = asyncio.Event()  # set whenever a delivery settles
-        self._failure: BaseException | None = None
 
     @property
     def connected(self) -> bool:
         """True while the consumer is a member of its group (for /readyz)."""
         return self._joined
 
-    async def start(self) -> None:
+    async def start(self, supervisor: Supervisor) -> None:
         """Join the consumer group (retrying while the brokers are unreachable)."""
         s = self._settings
         consumer = await started(
@@ -134,23 +139,22 @@ class KafkaSource:
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
                 max_poll_interval_ms=s.max_poll_interval_ms,
                 fetch_max_wait_ms=s.fetch_max_wait_ms,
-            )
+            ),
+            self._retrier,
         )
         consumer.subscribe([s.topic], listener=_Rebalance(self))
         self._consumer = consumer
-        self._poller = asyncio.create_task(self._poll(consumer), name="kafka-poll")
-        self._poller.add_done_callback(self._poller_ended)
+        self._supervisor = supervisor
+        supervisor.spawn(_POLL, lambda: self._poll(consumer))
         log.info("consuming %s from %s as group %s", s.topic, self._options["bootstrap_servers"],
                  s.group_id)  # fmt: skip
 
     async def stop(self) -> None:
         """Commit what settled and leave the group; bounded, safe to call twice."""
         consumer, self._consumer = self._consumer, None
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        if self._supervisor is not None:
+            await self._supervisor.cancel(_POLL)
+            self._supervisor = None
         self._queue.put_nowait(None)
         if consumer is None:
             return
@@ -165,31 +169,18 @@ class KafkaSource:
         self._joined = False
         self._metrics.kafka_connected.set(0)
 
-    def _poller_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the Kafka poll loop failed", exc_info=task.exception())
-            self._queue.put_nowait(None)  # end the deliveries: the service stops with an error
-            self._failure = task.exception()
-
     # -- fetching ------------------------------------------------------------------------
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         s = self._settings
         last_commit = time.monotonic()
-        delay = 0.5
         while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=s.pause_after)
-                if time.monotonic() - last_commit >= s.commit_interval_seconds:
-                    await self._commit(consumer)
-                    last_commit = time.monotonic()
-            except KafkaError as exc:
-                log.error("Kafka error (%s); retrying in %.1f s", exc, delay)  # noqa: TRY400
-                self._metrics.kafka_connected.set(0)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            delay = 0.5
+            batches = await self._retrier.call(
+                BROKERS, lambda: consumer.getmany(timeout_ms=200, max_records=s.pause_after)
+            )
+            if time.monotonic() - last_commit >= s.commit_interval_seconds:
+                await self._retrier.call(BROKERS, lambda: self._commit(consumer))
+                last_commit = time.monotonic()
             if self._joined:
                 self._metrics.kafka_connected.set(1)
             for tp, messages in batches.items():
@@ -200,13 +191,32 @@ class KafkaSource:
                         consumer.seek(tp, messages[0].offset)
                     continue
                 for message in messages:
-                    self._queue.put_nowait((part, part.epoch, message))
+                    self._queue.put_nowait((part, message))
                 part.buffered += len(messages)
                 self._metrics.kafka_consumed.labels(tp.topic).inc(len(messages))
-                if part.buffered >= s.pause_after and not part.paused:
-                    consumer.pause(tp)
-                    part.paused = True
+                self._flow(part)
             self._update_gauges(consumer)
+
+    def _flow(self, part: _Partition) -> None:
+        """Pause a partition that is held or full, resume it once neither (with hysteresis)."""
+        consumer = self._consumer
+        if consumer is None or self._parts.get(part.tp) is not part:
+            return
+        limit = self._settings.pause_after
+        if not part.paused and (part.held or part.buffered >= limit):
+            consumer.pause(part.tp)
+            part.paused = True
+        elif part.paused and not part.held and part.buffered <= limit // 2:
+            consumer.resume(part.tp)
+            part.paused = False
+        self._metrics.kafka_paused.set(sum(p.paused for p in self._parts.values()))
+
+    def _holder(self, part: _Partition) -> Callable[[bool], None]:
+        def hold(held: bool) -> None:
+            part.held += 1 if held else -1
+            self._flow(part)
+
+        return hold
 
     def _update_gauges(self, consumer: AIOKafkaConsumer) -> None:
         for tp, part in self._parts.items():
@@ -221,17 +231,12 @@ class KafkaSource:
         while True:
             item = await self._queue.get()
             if item is None:
-                if self._failure is not None:
-                    raise RuntimeError("the Kafka poll loop failed") from self._failure
                 return
-            part, epoch, message = item
-            if self._parts.get(part.tp) is not part or epoch != part.epoch or part.revoking:
-                continue  # rewound or given away: fetched again, here or by the new owner
+            part, message = item
+            if self._parts.get(part.tp) is not part or part.revoking:
+                continue  # given away: its new owner fetches it again
             part.buffered -= 1
-            if part.paused and part.buffered <= self._settings.pause_after // 2:
-                if self._consumer is not None:
-                    self._consumer.resume(part.tp)
-                part.paused = False
+            self._flow(part)
             part.pending.add(message.offset)
             part.next = message.offset + 1
             self._metrics.received.labels(self.name).inc()
@@ -251,22 +256,13 @@ class KafkaSource:
                 arrived=time.monotonic(),
                 acknowledge=self._acknowledger(part, message.offset),
                 may_repeat=True,
+                on_hold=self._holder(part),
             )
 
     def _acknowledger(self, part: _Partition, offset: int) -> Any:
         async def acknowledge(outcome: str, _product: str | None) -> None:
             if self._parts.get(part.tp) is not part:
                 return  # the partition was given away; its new owner delivers it again
-            if outcome == RETRY and not part.revoking and self._consumer is not None:
-                part.epoch += 1
-                part.pending = {o for o in part.pending if o < offset}
-                part.next = offset
-                part.buffered = 0
-                if part.paused:
-                    self._consumer.resume(part.tp)
-                    part.paused = False
-                self._consumer.seek(part.tp, offset)
-                return
             part.pending.discard(offset)
             self._progress.set()
 

@@ -26,6 +26,9 @@ class HealthServer:
     readiness : callable
         Returns ``(ready, reasons)``; ``/readyz`` answers 200 when ready, else 503 with the
         reasons.
+    liveness : callable
+        Returns ``(alive, reasons)``; ``/healthz`` answers 503 with the reasons when a task
+        is stuck or supervision gave up (the liveness probe then restarts the process).
     warmed_up : callable
         True once the numerical kernels are compiled and the state restored; ``/startupz``
         answers 503 until then (the Kubernetes startup probe).
@@ -37,6 +40,7 @@ class HealthServer:
         self,
         metrics: Metrics,
         readiness: Callable[[], tuple[bool, list[str]]],
+        liveness: Callable[[], tuple[bool, list[str]]],
         warmed_up: Callable[[], bool],
         *,
         host: str,
@@ -44,6 +48,7 @@ class HealthServer:
     ) -> None:
         self._metrics = metrics
         self._readiness = readiness
+        self._liveness = liveness
         self._warmed_up = warmed_up
         self._host = host
         self._requested_port = port
@@ -55,7 +60,11 @@ class HealthServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        alive, reasons = self._liveness()
+        return web.json_response(
+            {"status": "ok" if alive else "stuck", "reasons": reasons},
+            status=200 if alive else 503,
+        )
 
     async def _startupz(self, _request: web.Request) -> web.Response:
         warm = self._warmed_up()

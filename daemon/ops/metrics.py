@@ -27,7 +27,6 @@ OUTCOMES: tuple[str, ...] = (
     "skipped",
     "background",
     "quarantined",
-    "retry",
     "duplicate",
 )
 SOURCES: tuple[str, ...] = ("directory", "batch", "kafka")
@@ -85,6 +84,18 @@ class Metrics:
             "skystream_lane_depth",
             "Exposures waiting in each lane.",
             ["lane"],
+            registry=registry,
+        )
+        self.lane_parked = Gauge(
+            "skystream_lane_parked",
+            "Exposures parked in each lane, waiting for their stack (part of its depth).",
+            ["lane"],
+            registry=registry,
+        )
+        self.task_restarts = Counter(
+            "skystream_task_restarts",
+            "Supervised tasks restarted after they died, by task.",
+            ["task"],
             registry=registry,
         )
         self.inflight = Gauge(

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,12 @@ import numpy as np
 from daemon.app.parameters import stack_parameters
 from daemon.app.settings import RollingSkySettings, StackSettings
 from daemon.errors import InvalidInput
-from daemon.fileio.fits_io import read_exposure, write_json
+from daemon.fileio.fits_io import (
+    read_exposure,
+    remove_stale_temporaries,
+    write_bytes,
+    write_json,
+)
 from daemon.fileio.names import safe_file_name
 from processors import Exposure, RollingStack, SkyMember
 
@@ -32,13 +36,9 @@ class KeyState:
 
     key: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    changed: asyncio.Condition = field(init=False)
     stack: RollingStack | None = None
     members: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> path, obs_time
     sky: deque[tuple[str, SkyMember]] = field(default_factory=deque)
-
-    def __post_init__(self) -> None:
-        self.changed = asyncio.Condition(self.lock)
 
 
 class StackStore:
@@ -114,9 +114,7 @@ class StackStore:
             arrays[f"box_{index}"] = np.array(member.box_size)
         np.savez(buffer, **arrays)
         path = self._sky_dir / f"{safe_file_name(state.key)}.npz"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
+        write_bytes(buffer.getvalue(), path, fsync=self._fsync)
 
     def restore(self) -> list[str]:
         """Rebuild every saved stack from its member files and every sky template.
@@ -125,6 +123,8 @@ class StackStore:
         those warnings.
         """
         problems: list[str] = []
+        for folder in (self._stack_dir, self._sky_dir):
+            remove_stale_temporaries(folder)  # left by a write that a crash interrupted
         for path in sorted(self._stack_dir.glob("*.json")):
             saved = json.loads(path.read_text())
             problems += self._rebuild(self.state(saved["key"]), saved)

@@ -246,7 +246,7 @@ async def test_rolling_sky_uses_recent_frames_and_survives_a_restart(tmp_path) -
     assert abs(fourth["background_level"] - truth) < 0.1 * frames[3].header["TRUENOIS"]
 
 
-async def test_state_that_cannot_be_saved_hands_the_exposure_back(tmp_path) -> None:
+async def test_state_that_cannot_be_saved_is_retried_and_named_in_readyz(tmp_path) -> None:
     settings = _stack_settings(tmp_path)
     inbox = settings.source.directory.path
     stacks = settings.state.directory / "stacks"
@@ -254,19 +254,25 @@ async def test_state_that_cannot_be_saved_hands_the_exposure_back(tmp_path) -> N
         stacks.rmdir()
         stacks.write_text("not a folder")  # saving stack state now fails with an OSError
         drop_fits(inbox, "blocked_sky.fits", _sky(3.0, 1))
-        await wait_until(
-            lambda: (
-                metric(service, "skystream_exposures_processed_total", {"outcome": "retry"}) >= 1
+
+        def named() -> bool:
+            return any(
+                reason.startswith("state folder: Not a directory (ENOTDIR) since ")
+                for reason in service.readiness()[1]
             )
-        )
+
+        await wait_until(named)
+        assert not service.readiness()[0]
         assert not (settings.quarantine.directory / "blocked_sky.fits.reason.json").exists()
         assert (inbox / "blocked_sky.fits").exists()
+        assert metric(service, "skystream_exposures_processed_total", {"outcome": "background"}) == 0
         stacks.unlink()
-        stacks.mkdir()  # the operator fixes it; the rescan delivers the file again
+        stacks.mkdir()  # the operator fixes it; the next attempt succeeds
         await wait_until(
             lambda: (
                 metric(service, "skystream_exposures_processed_total", {"outcome": "background"})
                 == 1
             )
         )
+        assert service.readiness() == (True, [])
     assert len(list(stacks.glob("*.json"))) == 1

@@ -1,0 +1,75 @@
+"""Routing: each delivery to the lane of its stack key, without ever waiting for a lane."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from astropy.io.fits import Header
+
+from daemon.errors import InvalidInput
+from daemon.fileio.fits_io import read_primary_header
+from daemon.flow.lanes import Lanes
+from daemon.intake.delivery import Delivery, Source
+from daemon.ops.progress import Heartbeat
+
+__all__ = ["INVALID_LANE", "Router", "stack_key_of"]
+
+log = logging.getLogger("skystream.router")
+
+#: The lane where input already known to be invalid is quarantined, in arrival order, so
+#: that a slow quarantine folder never holds up routing.
+INVALID_LANE = "(invalid input)"
+
+InPool = Callable[..., Awaitable[Any]]
+
+
+def stack_key_of(header: Header, keys: list[str]) -> str:
+    """The stack key of a header: the configured keyword values joined by ``/``."""
+    return "/".join(str(header.get(key, "-")).strip() or "-" for key in keys)
+
+
+class Router:
+    """Reads each delivery's primary header and puts it on its stack key's lane.
+
+    Parameters
+    ----------
+    lanes : Lanes
+        Where deliveries go; `Lanes.put` never waits, so one key never delays another.
+    stack_keys : list of str
+        Header keywords of the stack key.
+    in_pool : callable
+        Runs blocking work (the header read) in the worker pool.
+    """
+
+    def __init__(self, lanes: Lanes, stack_keys: list[str], in_pool: InPool) -> None:
+        self._lanes = lanes
+        self._stack_keys = stack_keys
+        self._in_pool = in_pool
+
+    async def run(self, source: Source, heartbeat: Heartbeat) -> None:
+        """Route every delivery of ``source`` until it ends."""
+        async for delivery in source.deliveries():
+            with heartbeat.working():
+                key, routed = await self._route(delivery)
+            self._lanes.put(key, routed)
+
+    async def _route(self, delivery: Delivery) -> tuple[str, Delivery]:
+        if delivery.problem is not None:
+            return INVALID_LANE, delivery
+        path: Path = delivery.event.path
+        try:
+            header = await self._in_pool(read_primary_header, path)
+        except InvalidInput as exc:
+            problem = exc
+        except OSError as exc:
+            problem = InvalidInput("unreadable", f"{path.name}: {exc.strerror or exc}")
+        except Exception as exc:
+            log.exception("cannot route %s", path.name)
+            problem = InvalidInput("processing_error", f"{type(exc).__name__}: {exc}")
+        else:
+            return stack_key_of(header, self._stack_keys), delivery
+        return INVALID_LANE, dataclasses.replace(delivery, problem=problem)
