@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from daemon import __version__
 from daemon.app.demo import run_demo
+from daemon.app.reload import reload_configuration
 from daemon.app.service import Service
 from daemon.app.settings import (
     ConfigError,
@@ -88,15 +90,38 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(from_env) if from_env else None
 
 
-async def _serve(service: Service) -> None:
+async def _serve(service: Service, *, reload: Callable[[], None] | None = None) -> None:
+    """Run the service; SIGTERM/SIGINT drain and stop it, SIGHUP calls ``reload``."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.request_stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await service.run()
 
 
-def _run(settings: Settings) -> int:
-    asyncio.run(_serve(Service(settings)))
+def _prepare_watch_folder(settings: Settings) -> None:
+    """A missing watch folder is a start-up error (a misspelt path) unless ``create``."""
+    directory = settings.source.directory
+    if settings.source.kind != "directory" or directory.path.is_dir():
+        return
+    if directory.path.exists():
+        raise ConfigError(f"source.directory.path: {directory.path} is not a folder")
+    if not directory.create:
+        raise ConfigError(
+            f"source.directory.path: the watch folder {directory.path} does not exist "
+            "(create it, or set source.directory.create: true)"
+        )
+    try:
+        directory.path.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the watch folder {directory.path}: {exc}") from None
+
+
+def _run(settings: Settings, config: Path | None) -> int:
+    _prepare_watch_folder(settings)
+    service = Service(settings)
+    asyncio.run(_serve(service, reload=functools.partial(reload_configuration, service, config)))
     return EXIT_OK
 
 
@@ -166,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             retain_freed_memory()
         if args.command == "process":
             return _process(args, settings)
-        return _run(settings)
+        return _run(settings, _config_path(args))
     except ConfigError as exc:
         print(f"skystream: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

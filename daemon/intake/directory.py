@@ -143,6 +143,13 @@ class DirectorySource:
             and self._ready.empty()
         )
 
+    def reconfigure(self, settings: DirectorySourceSettings) -> None:
+        """Take new timings (settle, incomplete timeout, check and rescan periods) live.
+
+        They are read at each use; the folder, patterns and observer stay those of the start.
+        """
+        self._settings = settings
+
     async def start(self, supervisor: Supervisor) -> None:
         """Create the folder; start the watcher, rescan and settle loops under ``supervisor``."""
         self._folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The command line as users run it: process, simulate, config, demo, SIGTERM on run."""
+"""The command line as users run it: process, simulate, config, demo, signals on run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import yaml
 
 from daemon.app.cli import main
 from daemon.fileio.fits_io import check_fits_complete, read_exposure, write_exposure
-from tests.conftest import small_exposure
+from tests.conftest import drop_fits, small_exposure
 
 
 def test_simulate_writes_exposures_with_truth(tmp_path: Path, capsys) -> None:
@@ -67,6 +67,30 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys) -> None:
     config.write_text("output:\n  directroy: x\n")
     assert main(["run", "--config", str(config)]) == 2
     assert "unknown key 'output.directroy'" in capsys.readouterr().err
+
+
+def test_a_malformed_environment_variable_exits_2_naming_it(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKYSTREAM_ROUTING__STACK_KEY", "[INSTRUME, FILTER")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert "environment variable SKYSTREAM_ROUTING__STACK_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_watch_folder_is_a_start_up_error_naming_it(tmp_path: Path, capsys) -> None:
+    misspelt = tmp_path / "inbx"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"source": {"directory": {"path": str(misspelt)}}, "metrics": {"enabled": False}}
+        )
+    )
+    assert main(["run", "--config", str(config)]) == 2
+    assert f"the watch folder {misspelt} does not exist" in capsys.readouterr().err
+    assert not misspelt.exists()
 
 
 def test_demo_processes_a_short_night(tmp_path: Path, capsys) -> None:
@@ -147,6 +171,7 @@ def test_a_busy_metrics_port_is_a_clear_error_not_a_traceback(tmp_path: Path) ->
         port = busy.getsockname()[1]
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"metrics": {"host": "127.0.0.1", "port": port}}))
+        (tmp_path / "inbox").mkdir()
         result = subprocess.run(
             [sys.executable, "-m", "daemon", "run", "--config", str(config)],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -155,3 +180,65 @@ def test_a_busy_metrics_port_is_a_clear_error_not_a_traceback(tmp_path: Path) ->
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     assert "set metrics.port to a free port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _json_records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def test_sighup_reloads_the_log_settings_and_names_what_needs_a_restart(tmp_path: Path) -> None:
+    def configure(level: str, fmt: str, port: int) -> None:
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    # create: the missing inbox is made at start instead of refused.
+                    "source": {"directory": {"create": True, "settle_seconds": 0.2,
+                                             "check_interval_seconds": 0.05}},
+                    "metrics": {"port": port, "host": "127.0.0.1"},
+                    "background": {"box_size": 32},
+                    "logging": {"level": level, "format": fmt},
+                }
+            )
+        )  # fmt: skip
+
+    config = tmp_path / "config.yaml"
+    configure("INFO", "text", 0)
+    log = tmp_path / "daemon.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "daemon", "run", "--config", str(config)]
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, text=True)
+    try:
+        _wait(lambda: "watching" in log.read_text(), timeout=120)
+        assert (tmp_path / "inbox").is_dir()
+
+        # An invalid file: one clear line, the running settings kept, the process alive.
+        config.write_text("logging:\n  level: LOUD\n")
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: "configuration not reloaded" in log.read_text(), timeout=60)
+        [refused] = [line for line in log.read_text().splitlines() if "not reloaded" in line]
+        assert "key 'logging.level'" in refused and "ERROR" in refused
+        assert "Traceback" not in log.read_text()
+        assert proc.poll() is None
+
+        # JSON lines from now on; the port change waits for a restart.
+        configure("INFO", "json", 9)
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: any("reloaded" in r["message"] for r in _json_records(log)), timeout=60)
+        assert "needs a restart: metrics.port" in log.read_text()
+        [reloaded] = [r for r in _json_records(log) if "reloaded" in r["message"]]
+        assert "logging.format text -> json" in reloaded["message"]
+        drop_fits(tmp_path / "inbox", "a.fits", small_exposure(size=256))
+        _wait(lambda: (tmp_path / "products" / "a_bsub.fits").exists(), timeout=60)
+        assert proc.poll() is None
+
+        # WARNING: the INFO lines of the stop are no longer written.
+        configure("WARNING", "json", 10)
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: len([r for r in _json_records(log) if "needs a restart" in r["message"]])
+              == 1, timeout=60)  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert "stop requested" not in log.read_text()  # INFO, and WARNING was in effect by then
