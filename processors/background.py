@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 
 from processors._validation import NoValidPixelsError, as_image, as_pair
+from processors.detection import detect_sources
 from processors.dq import bad_pixel_mask
 from processors.engines import EngineOutput, MeshParameters
 from processors.engines.fast import fast_background
 from processors.engines.lsst import lsst_background
 from processors.engines.photutils_engine import photutils_background
 
-__all__ = ["ENGINES", "ESTIMATORS", "BackgroundResult", "estimate_background"]
+__all__ = ["ENGINES", "ESTIMATORS", "RMS_ESTIMATORS", "BackgroundResult", "estimate_background"]
 
-Estimator = Literal["sextractor", "biweight", "median", "mean", "mode"]
+Estimator = Literal["sextractor", "biweight", "median", "mean", "mode", "mmm"]
+RmsEstimator = Literal["std", "mad-std", "biweight"]
 Engine = Literal["fast", "photutils", "lsst"]
 
-ESTIMATORS: tuple[str, ...] = ("sextractor", "biweight", "median", "mean", "mode")
+ESTIMATORS: tuple[str, ...] = ("sextractor", "biweight", "median", "mean", "mode", "mmm")
+RMS_ESTIMATORS: tuple[str, ...] = ("std", "mad-std", "biweight")
 ENGINES: tuple[str, ...] = ("fast", "photutils", "lsst")
 CENTRES: tuple[str, ...] = ("median", "mean")
 
@@ -48,6 +51,8 @@ class BackgroundResult:
     params : mapping
         Engine and parameters actually used (``box_size`` clamped to the image, a reduced
         polynomial order).
+    source_mask : ndarray of bool or None
+        The (dilated) sources masked for the last pass of a multi-pass model, else None.
     """
 
     background: np.ndarray
@@ -57,6 +62,7 @@ class BackgroundResult:
     rms_level: float
     error_scale: float
     params: Mapping[str, Any] = field(default_factory=dict)
+    source_mask: np.ndarray | None = None
     _rms_map: Callable[[], np.ndarray] = field(default=lambda: np.empty(0), repr=False)
     _error_map: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
@@ -89,19 +95,128 @@ def _bad_bits(dqbits: int | str | None) -> int:
 
 
 def _flags(
-    shape: tuple[int, ...], mask: np.ndarray | None, dq: np.ndarray | None, dqbits: Any
+    shape: tuple[int, ...],
+    mask: np.ndarray | None,
+    dq: np.ndarray | None,
+    dqbits: Any,
+    coverage: np.ndarray | None,
 ) -> tuple[np.ndarray, int]:
     """One integer flag array and the bits in it that mark a bad pixel."""
-    if mask is not None:
-        bad = np.asarray(mask, dtype=bool)
-        if bad.shape != shape:
-            raise ValueError(f"mask shape {bad.shape} does not match data shape {shape}")
+    if mask is None and coverage is None:
         if dq is not None:
-            bad = bad | bad_pixel_mask(dq, dqbits)
-        return bad.view(np.uint8), 1
+            return np.ascontiguousarray(dq, dtype=np.uint32), _bad_bits(dqbits)
+        return np.zeros(shape, dtype=np.uint8), 1
+    bad = np.zeros(shape, dtype=bool)
+    for name, extra in (("mask", mask), ("coverage_mask", coverage)):
+        if extra is not None:
+            extra = np.asarray(extra, dtype=bool)
+            if extra.shape != shape:
+                raise ValueError(f"{name} shape {extra.shape} does not match data shape {shape}")
+            bad |= extra
     if dq is not None:
-        return np.ascontiguousarray(dq, dtype=np.uint32), _bad_bits(dqbits)
-    return np.zeros(shape, dtype=np.uint8), 1
+        bad |= bad_pixel_mask(dq, dqbits)
+    return bad.view(np.uint8), 1
+
+
+def _check_parameters(
+    image: np.ndarray,
+    dq: np.ndarray | None,
+    *,
+    engine: str,
+    estimator: str,
+    rms_estimator: str,
+    cenfunc: str,
+    exclude_percentile: float,
+    sigma_low: float,
+    sigma_high: float,
+    sigma_clip: bool,
+    maxiters: int | None,
+    edge_fraction: float,
+    bin_size: int,
+    order: int,
+    threads: int,
+    passes: int,
+    nsigma: float,
+    npixels: int,
+    dilate: float,
+) -> None:
+    """Raise a ValueError naming the first invalid parameter."""
+    choices = (
+        ("estimator", estimator, ESTIMATORS),
+        ("rms_estimator", rms_estimator, RMS_ESTIMATORS),
+        ("engine", engine, ENGINES),
+        ("cenfunc", cenfunc, CENTRES),
+    )
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if engine == "lsst" and (rms_estimator != "std" or not sigma_clip):
+        raise ValueError(
+            "rms_estimator and sigma_clip=False apply to the mesh engines ('fast', "
+            "'photutils'); the lsst engine always uses MEANCLIP and its clipped std"
+        )
+    if not 0.0 <= exclude_percentile <= 100.0:
+        raise ValueError(f"exclude_percentile must be in [0, 100], got {exclude_percentile}")
+    if sigma_low <= 0 or sigma_high <= 0:
+        raise ValueError(
+            f"sigma_low and sigma_high must be positive, got {sigma_low}, {sigma_high}"
+        )
+    if maxiters is not None and maxiters < 1:
+        raise ValueError(f"maxiters must be >= 1 or None, got {maxiters}")
+    if not 0.0 < edge_fraction <= 1.0:
+        raise ValueError(f"edge_fraction must be in (0, 1], got {edge_fraction}")
+    if bin_size < 1:
+        raise ValueError(f"bin_size must be a positive integer, got {bin_size}")
+    if order < 0:
+        raise ValueError(f"order must be >= 0, got {order}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if nsigma <= 0:
+        raise ValueError(f"nsigma must be positive, got {nsigma}")
+    if npixels < 1:
+        raise ValueError(f"npixels must be >= 1, got {npixels}")
+    if dilate < 0:
+        raise ValueError(f"dilate must be >= 0, got {dilate}")
+    if dq is not None and np.shape(dq) != image.shape:
+        raise ValueError(f"dq shape {np.shape(dq)} does not match data shape {image.shape}")
+
+
+def _run_engine(
+    image: np.ndarray,
+    flags: np.ndarray,
+    badbits: int,
+    *,
+    engine: str,
+    mesh: MeshParameters,
+    coverage: np.ndarray | None,
+    fill_value: float,
+    bin_size: int,
+    order: int,
+    weighting: bool,
+    threads: int,
+) -> tuple[EngineOutput, dict[str, Any]]:
+    """One model of the image by ``engine``, with the parameters it used."""
+    mesh_params = {k: v for k, v in asdict(mesh).items() if k != "box"}
+    if engine == "photutils":
+        bad = (flags & flags.dtype.type(badbits)).astype(bool) | ~np.isfinite(image)
+        if bad.all():
+            raise NoValidPixelsError("no unmasked finite pixels in the image")
+        out = photutils_background(image, bad, mesh, coverage, fill_value)
+        params: dict[str, Any] = {"engine": engine, "box_size": mesh.box, **mesh_params}
+    elif engine == "fast":
+        work = np.ascontiguousarray(image, dtype=np.float32)
+        out = fast_background(work, flags, badbits, mesh, threads=threads)
+        params = {"engine": engine, "box_size": mesh.box, **mesh_params}
+    else:
+        work = np.ascontiguousarray(image, dtype=np.float32)
+        out = lsst_background(
+            work, flags, badbits, bin_size=bin_size, order=order, weighting=weighting
+        )
+        params = {"engine": engine, "bin_size": bin_size, "weighting": weighting}
+    params.update(out.params)
+    return out, params
 
 
 def estimate_background(
@@ -110,30 +225,45 @@ def estimate_background(
     mask: np.ndarray | None = None,
     dq: np.ndarray | None = None,
     dqbits: int | str | None = 0,
+    coverage_mask: np.ndarray | None = None,
+    fill_value: float = 0.0,
     box_size: int | tuple[int, int] = 64,
     filter_size: int | tuple[int, int] = 3,
+    sigma_clip: bool = True,
     sigma_low: float = 3.0,
     sigma_high: float = 3.0,
     maxiters: int | None = 10,
     cenfunc: Literal["median", "mean"] = "median",
     estimator: Estimator = "sextractor",
+    rms_estimator: RmsEstimator = "std",
     exclude_percentile: float = 10.0,
+    edge_fraction: float = 0.5,
     filter_threshold: float | None = None,
     engine: Engine = "fast",
     bin_size: int = 128,
     order: int = 6,
     weighting: bool = True,
+    passes: int = 1,
+    nsigma: float = 3.0,
+    npixels: int = 5,
+    dilate: float = 5.0,
     threads: int = 1,
 ) -> BackgroundResult:
     """Estimate a 2-D background map of one image.
 
     Mesh engines (``fast``, ``photutils``) cut the image into ``box_size`` boxes; each box
     is sigma clipped (``cenfunc`` centre, ``sigma_low``/``sigma_high``, ``maxiters``) and
-    reduced with ``estimator``; boxes with too few good pixels are excluded and filled;
-    the mesh is median filtered with ``filter_size`` and interpolated back to full
-    resolution with a bicubic spline. The ``lsst`` engine fits a Chebyshev surface of
-    ``order`` to MEANCLIP statistics of ``bin_size`` superpixels instead. Masked, flagged
-    and non-finite pixels never enter the statistics.
+    reduced with ``estimator`` and ``rms_estimator``; boxes with too few good pixels are
+    excluded and filled; the mesh is median filtered with ``filter_size`` and interpolated
+    back to full resolution with a bicubic spline. The ``lsst`` engine fits a Chebyshev
+    surface of ``order`` to MEANCLIP statistics of ``bin_size`` superpixels instead.
+    Masked, flagged, uncovered and non-finite pixels never enter the statistics.
+
+    With ``passes`` > 1 the model is refined with the sources masked (LSST's DETECTED
+    mask, photutils' two-pass recipe): the pixels of the residual above ``nsigma`` times
+    the RMS map, in connected groups of at least ``npixels``, grown by ``dilate`` pixels,
+    are masked and the model is made again; each further pass detects on the latest
+    residual.
 
     Parameters
     ----------
@@ -146,22 +276,37 @@ def estimate_background(
     dqbits : int, str or None, optional
         Bits of ``dq`` to ignore (see `processors.bad_pixel_mask`); ``0`` excludes any
         flagged pixel.
+    coverage_mask : ndarray of bool, optional
+        True where the image has no data (mosaic edges, rotation); excluded like ``mask``,
+        and the background and RMS maps there are ``fill_value`` (photutils semantics).
+    fill_value : float, optional
+        Map value under ``coverage_mask`` (0 subtracts nothing there; NaN blanks it).
     box_size : int or (int, int), optional
         Mesh box size ``(ny, nx)``; clamped to the image shape.
     filter_size : int or (int, int), optional
         Odd size of the median filter applied to the mesh; 1 disables it.
+    sigma_clip : bool, optional
+        False skips the clipping (photutils ``sigma_clip=None``).
     sigma_low, sigma_high : float, optional
         Lower and upper clipping thresholds in standard deviations.
     maxiters : int or None, optional
         Clipping iterations; None iterates until nothing more is rejected.
     cenfunc : {'median', 'mean'}, optional
         Centre of the clipping interval.
-    estimator : {'sextractor', 'biweight', 'median', 'mean', 'mode'}, optional
-        Per-box background statistic.
+    estimator : {'sextractor', 'biweight', 'median', 'mean', 'mode', 'mmm'}, optional
+        Per-box background statistic (``mmm`` is photutils' ``MMMBackground``,
+        ``3 median - 2 mean``, the same as ``mode``).
+    rms_estimator : {'std', 'mad-std', 'biweight'}, optional
+        Per-box noise statistic of the clipped pixels: photutils ``StdBackgroundRMS``,
+        ``MADStdBackgroundRMS`` or ``BiweightScaleBackgroundRMS`` (c=9). Mesh engines.
     exclude_percentile : float, optional
-        A box is excluded when more than this percentage of its pixels is masked or
-        clipped (photutils compares with the full box area even for the partial boxes at
-        the top and right edges; the ``fast`` engine uses their own area, so they count).
+        A box is excluded when it has ``<= (1 - exclude_percentile/100)`` of a *full*
+        box's area in good pixels after clipping (photutils' rule, partial edge boxes
+        included; 0 keeps only boxes without a bad pixel).
+    edge_fraction : float, optional
+        ``fast``: a partial box at the top or right edge is used only if it covers at
+        least this share of a full box (and passes the rule above). If every full box is
+        excluded, `NoValidPixelsError` is raised as photutils does.
     filter_threshold : float or None, optional
         Only mesh cells above this value are median filtered; None filters all.
     engine : {'fast', 'photutils', 'lsst'}, optional
@@ -173,6 +318,14 @@ def estimate_background(
         ``lsst``: Chebyshev order (reduced on small grids).
     weighting : bool, optional
         ``lsst``: weight cells by the inverse variance of their MEANCLIP.
+    passes : int, optional
+        Models made in all: 1 is a plain model, 2 adds one source-masked refinement.
+    nsigma : float, optional
+        Source detection threshold, in units of the RMS map.
+    npixels : int, optional
+        Fewest connected pixels (8-neighbour) that make a source.
+    dilate : float, optional
+        Radius in pixels by which the detected sources are grown before masking.
     threads : int, optional
         ``fast``: threads that share this one image (bands of boxes and of output rows;
         identical results). 1 leaves the other cores to other exposures.
@@ -181,7 +334,7 @@ def estimate_background(
     -------
     BackgroundResult
         Background map (float32 for float32 input), lazily computed RMS map, meshes,
-        scalar levels and the parameters used.
+        scalar levels, the parameters used and, after several passes, the source mask.
 
     Raises
     ------
@@ -201,30 +354,15 @@ def estimate_background(
     box = as_pair("box_size", box_size)
     box = (min(box[0], image.shape[0]), min(box[1], image.shape[1]))
     filt = as_pair("filter_size", filter_size, odd=True)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if cenfunc not in CENTRES:
-        raise ValueError(f"cenfunc must be one of {CENTRES}, got {cenfunc!r}")
-    if not 0.0 <= exclude_percentile <= 100.0:
-        raise ValueError(f"exclude_percentile must be in [0, 100], got {exclude_percentile}")
-    if sigma_low <= 0 or sigma_high <= 0:
-        raise ValueError(
-            f"sigma_low and sigma_high must be positive, got {sigma_low}, {sigma_high}"
-        )
-    if maxiters is not None and maxiters < 1:
-        raise ValueError(f"maxiters must be >= 1 or None, got {maxiters}")
-    if bin_size < 1:
-        raise ValueError(f"bin_size must be a positive integer, got {bin_size}")
-    if order < 0:
-        raise ValueError(f"order must be >= 0, got {order}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    if dq is not None and np.shape(dq) != image.shape:
-        raise ValueError(f"dq shape {np.shape(dq)} does not match data shape {image.shape}")
-
-    flags, badbits = _flags(image.shape, mask, dq, dqbits)
+    _check_parameters(
+        image, dq, engine=engine, estimator=estimator, rms_estimator=rms_estimator,
+        cenfunc=cenfunc, exclude_percentile=exclude_percentile, sigma_low=sigma_low,
+        sigma_high=sigma_high, sigma_clip=sigma_clip, maxiters=maxiters,
+        edge_fraction=edge_fraction, bin_size=bin_size, order=order, threads=threads,
+        passes=passes, nsigma=nsigma, npixels=npixels, dilate=dilate,
+    )  # fmt: skip
+    coverage = None if coverage_mask is None else np.asarray(coverage_mask, dtype=bool)
+    flags, badbits = _flags(image.shape, mask, dq, dqbits, coverage)
     mesh = MeshParameters(
         box=box,
         filter_size=filt,
@@ -235,37 +373,70 @@ def estimate_background(
         estimator=estimator,
         exclude_percentile=float(exclude_percentile),
         filter_threshold=filter_threshold,
+        sigma_clip=bool(sigma_clip),
+        rms_estimator=rms_estimator,
+        edge_fraction=float(edge_fraction),
     )
-    mesh_params = {k: v for k, v in asdict(mesh).items() if k != "box"}
-    out: EngineOutput
-    if engine == "photutils":
+    run = partial(
+        _run_engine, image, engine=engine, mesh=mesh, coverage=coverage,
+        fill_value=float(fill_value), bin_size=bin_size, order=order, weighting=weighting,
+        threads=threads,
+    )  # fmt: skip
+    out, params = run(flags, badbits)
+    sources = None
+    if passes > 1:
         bad = (flags & flags.dtype.type(badbits)).astype(bool) | ~np.isfinite(image)
-        if bad.all():
-            raise NoValidPixelsError("no unmasked finite pixels in the image")
-        out = photutils_background(image, bad, mesh)
-        params: dict[str, Any] = {"engine": engine, "box_size": box, **mesh_params}
-    else:
-        work = np.ascontiguousarray(image, dtype=np.float32)
-        if engine == "fast":
-            out = fast_background(work, flags, badbits, mesh, threads=threads)
-            params = {"engine": engine, "box_size": box, **mesh_params}
-        else:
-            out = lsst_background(
-                work, flags, badbits, bin_size=bin_size, order=order, weighting=weighting
-            )
-            params = {"engine": engine, "bin_size": bin_size, "weighting": weighting}
-    params.update(out.params)
+        for _ in range(passes - 1):
+            residual = np.subtract(image, out.background, dtype=np.float32)
+            sources = detect_sources(
+                residual, out.rms_map(), nsigma=nsigma, npixels=npixels, dilate=dilate,
+                mask=bad,
+            )  # fmt: skip
+            out, params = run((bad | sources).view(np.uint8), 1)
+        params.update(passes=passes, nsigma=nsigma, npixels=npixels, dilate=dilate)
     good = out.ngood[out.ngood > 0]
     if good.size == 0:
         raise NoValidPixelsError("no unmasked finite pixels in the image")
-    level = float(np.mean(out.background)) if engine == "lsst" else float(np.median(out.mesh))
+    background = out.background
+    if engine == "lsst":
+        level = float(np.mean(background if coverage is None else background[~coverage]))
+    else:
+        level = float(np.median(out.mesh))
+    error_scale = float(1.0 / np.sqrt(np.median(good)))
+    error_map = None
+    if coverage is not None:
+        params["fill_value"] = float(fill_value)
+        background[coverage] = fill_value
+        error_map = partial(_error_outside_coverage, out.rms_map, error_scale, coverage)
     return BackgroundResult(
-        background=out.background,
+        background=background,
         mesh=out.mesh,
         rms_mesh=out.rms_mesh,
         level=level,
         rms_level=float(np.nanmedian(out.rms_mesh)),
-        error_scale=float(1.0 / np.sqrt(np.median(good))),
+        error_scale=error_scale,
         params=MappingProxyType(params),
-        _rms_map=out.rms_map,
+        source_mask=sources,
+        _rms_map=partial(_filled, out.rms_map, coverage, float(fill_value)),
+        _error_map=error_map,
     )
+
+
+def _filled(
+    make_map: Callable[[], np.ndarray], coverage: np.ndarray | None, fill_value: float
+) -> np.ndarray:
+    """A freshly computed map with ``fill_value`` under the coverage mask."""
+    values = make_map()
+    if coverage is not None:
+        values[coverage] = fill_value
+    return values
+
+
+def _error_outside_coverage(
+    make_rms: Callable[[], np.ndarray], error_scale: float, coverage: np.ndarray
+) -> np.ndarray:
+    """``rms * error_scale``, and 0 where nothing was estimated (no coverage)."""
+    error = np.asarray(make_rms(), dtype=np.float32)
+    error *= np.float32(error_scale)
+    error[coverage] = 0.0
+    return error

@@ -42,7 +42,12 @@ class EngineOutput:
 
 @dataclass(frozen=True)
 class MeshParameters:
-    """The parameters every mesh engine takes (photutils ``Background2D`` semantics)."""
+    """The parameters every mesh engine takes (photutils ``Background2D`` semantics).
+
+    ``sigma_clip=False`` skips the clipping (photutils ``sigma_clip=None``);
+    ``edge_fraction`` is the smallest share of a full box that a partial box at the top or
+    right edge must cover to be used at all.
+    """
 
     box: tuple[int, int]
     filter_size: tuple[int, int]
@@ -53,3 +58,6 @@ class MeshParameters:
     estimator: str
     exclude_percentile: float
     filter_threshold: float | None
+    sigma_clip: bool = True
+    rms_estimator: str = "std"
+    edge_fraction: float = 0.5

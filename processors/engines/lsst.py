@@ -93,6 +93,10 @@ def lsst_background(
     weights (or equal weights) and evaluated at every pixel. The order drops to
     ``min(cells) - 1`` on small grids (LSST's REDUCE_INTERP_ORDER), and further if fewer
     cells are usable than there are coefficients; order 0 is a constant.
+
+    Cells are near-equal partitions of the image, so there are no edge slivers: every
+    cell spans between ``bin_size/2`` and ``bin_size`` pixels per axis (or the whole axis
+    when it is shorter). A cell needs two surviving pixels to enter the fit.
     """
     ny, nx = image.shape
     y_edges, x_edges = cell_edges(ny, bin_size), cell_edges(nx, bin_size)
@@ -101,6 +105,10 @@ def lsst_background(
     )
     if not counts.any():
         raise NoValidPixelsError("no unmasked finite pixels in the image")
+    # One surviving pixel has no variance: LSST's fit drops such a cell (its inverse
+    # variance is not finite) rather than give it the largest weight.
+    means = np.where(counts >= 2, means, np.nan)
+    stds = np.where(counts >= 2, stds, np.nan)
     centres = (
         y_edges[:-1] + 0.5 * np.diff(y_edges) - 0.5,
         x_edges[:-1] + 0.5 * np.diff(x_edges) - 0.5,

@@ -9,10 +9,14 @@ from astropy.stats import SigmaClip
 from photutils.background import (
     Background2D,
     BiweightLocationBackground,
+    BiweightScaleBackgroundRMS,
+    MADStdBackgroundRMS,
     MeanBackground,
     MedianBackground,
+    MMMBackground,
     ModeEstimatorBackground,
     SExtractorBackground,
+    StdBackgroundRMS,
 )
 
 from processors._validation import NoValidPixelsError
@@ -26,6 +30,12 @@ _ESTIMATORS = {
     "median": MedianBackground,
     "mean": MeanBackground,
     "mode": ModeEstimatorBackground,
+    "mmm": MMMBackground,
+}
+_RMS_ESTIMATORS = {
+    "std": StdBackgroundRMS,
+    "mad-std": MADStdBackgroundRMS,
+    "biweight": BiweightScaleBackgroundRMS,
 }
 
 
@@ -33,19 +43,29 @@ def photutils_background(
     image: np.ndarray,
     bad: np.ndarray,
     mesh: MeshParameters,
+    coverage_mask: np.ndarray | None = None,
+    fill_value: float = 0.0,
 ) -> EngineOutput:
     """Run photutils ``Background2D`` (maps cast to the image's float type).
+
+    ``bad`` need not include ``coverage_mask``, which photutils takes separately: its
+    pixels are excluded too, and get ``fill_value`` in the maps.
+    ``mesh.edge_fraction`` does not apply: this is photutils itself.
 
     Raises
     ------
     NoValidPixelsError
         If photutils excludes every box.
     """
-    clip = SigmaClip(
-        sigma_lower=mesh.sigma_low,
-        sigma_upper=mesh.sigma_high,
-        maxiters=mesh.maxiters,
-        cenfunc=mesh.cenfunc,
+    clip = (
+        SigmaClip(
+            sigma_lower=mesh.sigma_low,
+            sigma_upper=mesh.sigma_high,
+            maxiters=mesh.maxiters,
+            cenfunc=mesh.cenfunc,
+        )
+        if mesh.sigma_clip
+        else None
     )
     try:
         with warnings.catch_warnings():
@@ -55,15 +75,18 @@ def photutils_background(
                 image,
                 mesh.box,
                 mask=bad,
+                coverage_mask=coverage_mask,
+                fill_value=fill_value,
                 filter_size=mesh.filter_size,
                 filter_threshold=mesh.filter_threshold,
                 sigma_clip=clip,
                 bkg_estimator=_ESTIMATORS[mesh.estimator](sigma_clip=None),
+                bkg_rms_estimator=_RMS_ESTIMATORS[mesh.rms_estimator](sigma_clip=None),
                 exclude_percentile=mesh.exclude_percentile,
             )
             background = np.asarray(bkg.background, dtype=image.dtype)
     except ValueError as exc:
-        if "unmasked" in str(exc) or "All boxes" in str(exc):
+        if "unmasked" in str(exc) or "All boxes" in str(exc) or "are masked" in str(exc):
             raise NoValidPixelsError(str(exc)) from exc
         raise
     return EngineOutput(

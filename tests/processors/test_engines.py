@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import sep
 from astropy.io import fits
+from astropy.stats import SigmaClip
+from photutils.background import Background2D, BiweightScaleBackgroundRMS, MADStdBackgroundRMS
 from scipy.ndimage import zoom
 
-from processors import estimate_background, simulate_exposure
+from processors import NoValidPixelsError, estimate_background, simulate_exposure
 from processors.engines._mesh import upsample
+from processors.engines.lsst import cell_edges
 
 # -- fast engine vs photutils Background2D -------------------------------------------------
 
@@ -50,8 +53,8 @@ def test_fast_agrees_with_photutils_on_hard_images(shape, box) -> None:
     ref = estimate_background(data, mask=mask, box_size=box, engine="photutils")
     delta = np.abs(fast.background - ref.background)
     assert np.median(delta) <= 0.05 * sigma
-    # At the edges the engines may differ (partial boxes are used by the fast engine), but
-    # by no more than sep and photutils differ on the same image.
+    # At the edges the engines may differ (binned statistics, the edge-box floor), but by
+    # no more than sep and photutils differ on the same image.
     sep_map = sep.Background(
         np.where(np.isfinite(data), data, 0).astype(np.float32),
         mask=mask | ~np.isfinite(data), bw=np.atleast_1d(box)[-1], bh=np.atleast_1d(box)[0],
@@ -63,7 +66,7 @@ def test_fast_agrees_with_photutils_on_hard_images(shape, box) -> None:
     np.testing.assert_allclose(fast.rms_level, ref.rms_level, rtol=0.02)
 
 
-@pytest.mark.parametrize("estimator", ["sextractor", "biweight", "median", "mean", "mode"])
+@pytest.mark.parametrize("estimator", ["sextractor", "biweight", "median", "mean", "mode", "mmm"])
 @pytest.mark.parametrize("cenfunc", ["median", "mean"])
 def test_fast_estimators_and_centres_agree_with_photutils(estimator, cenfunc) -> None:
     data, mask, sigma = _hard_image((384, 512), seed=7)
@@ -93,12 +96,201 @@ def test_fast_agrees_with_photutils_on_the_real_spitzer_image(spitzer_path) -> N
     assert np.median(np.abs(fast.background - ref.background)) <= 0.05 * noise
 
 
-def test_partial_edge_boxes_are_used() -> None:
+# -- edge boxes: photutils' exclusion rule, and no map from slivers ---------------------------
+
+
+def test_partial_edge_box_is_judged_against_the_full_box_as_photutils_does() -> None:
     data = np.full((100, 110), 5.0, np.float32)
-    data[:, 100:] = 9.0  # a 10-px strip: a partial box of its own with box 25
-    fast = estimate_background(data, box_size=25, filter_size=1, estimator="mean")
-    assert fast.mesh.shape == (4, 5)
-    np.testing.assert_allclose(fast.mesh[:, -1], 9.0)
+    data[:, 100:] = 9.0  # a 10-px strip: a partial box of 250 pixels with box 25
+    for engine in ("fast", "photutils"):
+        result = estimate_background(data, box_size=25, filter_size=1, estimator="mean",
+                                     engine=engine)  # fmt: skip
+        assert result.mesh.shape == (4, 5)
+        # 250 good pixels <= 0.9 x 625: excluded and filled from its neighbours
+        np.testing.assert_allclose(result.mesh[:, -1], 5.0)
+
+
+@pytest.mark.parametrize(("width", "expected"), [(10, 5.0), (15, 9.0)])
+def test_partial_edge_box_needs_half_a_box_even_when_nothing_is_excluded(width, expected) -> None:
+    data = np.full((100, 100 + width), 5.0, np.float32)
+    data[:, 100:] = 9.0
+    result = estimate_background(
+        data, box_size=25, filter_size=1, estimator="mean", exclude_percentile=100
+    )
+    # 10/25 of a box is a sliver (photutils would use it); 15/25 is enough.
+    np.testing.assert_allclose(result.mesh[:, -1], expected)
+    lenient = estimate_background(
+        data, box_size=25, filter_size=1, estimator="mean", exclude_percentile=100,
+        edge_fraction=0.3,
+    )  # fmt: skip
+    np.testing.assert_allclose(lenient.mesh[:, -1], 9.0)
+
+
+def test_exclusion_is_photutils_less_or_equal() -> None:
+    data = np.ones((100, 100))
+    mask = np.zeros(data.shape, bool)
+    mask[10:20, :20] = True  # box (0, 0) of 20 x 20 keeps 200 of 400 pixels: exactly half
+    data[:10, :20] = 3.0
+    kwargs = {"mask": mask, "box_size": 20, "filter_size": 1, "estimator": "mean"}
+    for engine in ("fast", "photutils"):
+        at = estimate_background(data, exclude_percentile=50, engine=engine, **kwargs)
+        assert at.mesh[0, 0] == pytest.approx(1.0)  # 200 <= 0.5 x 400: excluded, filled
+        above = estimate_background(data, exclude_percentile=50.1, engine=engine, **kwargs)
+        assert above.mesh[0, 0] == pytest.approx(3.0)
+
+
+def test_exclude_percentile_zero_keeps_boxes_without_bad_pixels() -> None:
+    data = np.ones((100, 100))
+    mask = np.zeros(data.shape, bool)
+    mask[10, 10] = True
+    data[:25, :25] = 7.0
+    result = estimate_background(
+        data, mask=mask, box_size=25, filter_size=1, estimator="mean", exclude_percentile=0
+    )
+    # photutils 3.0 excludes every box here (fixed upstream in #2363); the one box with
+    # a masked pixel is excluded and filled, the others are kept.
+    np.testing.assert_allclose(result.mesh[0, 0], 1.0)
+    np.testing.assert_allclose(np.delete(result.mesh.ravel(), 0), 1.0)
+
+
+def test_every_full_box_excluded_raises_photutils_error_not_a_sliver_map() -> None:
+    data = np.full((101, 101), np.nan, np.float32)
+    data[100, :] = 2.0  # only the 1-pixel top edge has data
+    data[:, 100] = 2.0
+    with pytest.raises(NoValidPixelsError, match=r"All boxes contain <= 562.5"):
+        estimate_background(data, box_size=25, exclude_percentile=10)
+    with pytest.raises(NoValidPixelsError, match="All boxes contain"):
+        estimate_background(data, box_size=25, exclude_percentile=100)
+    with pytest.raises(NoValidPixelsError, match="All boxes contain"):
+        estimate_background(data, box_size=25, engine="photutils")
+
+
+def test_spitzer_with_defaults_gives_photutils_error_and_agrees_at_50_percent(
+    spitzer_path,
+) -> None:
+    data = fits.getdata(spitzer_path).astype(np.float32)
+    nan = ~np.isfinite(data)
+    with pytest.raises(ValueError, match="All boxes contain") as reference:
+        Background2D(data, 64, mask=nan)
+    with pytest.raises(NoValidPixelsError, match=r"All boxes contain <= 3686\.4") as ours:
+        estimate_background(data, box_size=64, engine="fast")
+    assert str(ours.value).split(" unmasked")[0] == str(reference.value).split(" unmasked")[0]
+    fast = estimate_background(data, box_size=64, exclude_percentile=50)
+    ref = Background2D(data, 64, mask=nan, exclude_percentile=50)
+    assert fast.level == pytest.approx(float(ref.background_median), abs=0.01 * fast.rms_level)
+    assert np.median(np.abs(fast.background - ref.background)) <= 0.01 * fast.rms_level
+    # The slivers at the top and right (1 pixel wide) are not used: photutils' mesh there
+    # is filled too, and the two meshes agree to the binning error of the statistics.
+    np.testing.assert_allclose(fast.mesh, ref.background_mesh, atol=0.05 * fast.rms_level)
+
+
+def test_photutils_nonconstant_data_case() -> None:
+    """photutils test_background_nonconstant_data, with its numbers, on both engines."""
+    data = np.ones((100, 100))
+    data[25:50, 50:75] = 10.0
+    expected = np.ones((4, 4))
+    expected[1, 2] = 10.0
+    for engine in ("fast", "photutils"):
+        result = estimate_background(data, box_size=25, filter_size=1, engine=engine)
+        np.testing.assert_allclose(result.mesh, expected)
+    rng = np.random.default_rng(0)
+    data = rng.normal(1.0, 0.1, (121, 289))
+    mask = np.zeros(data.shape, dtype=bool)
+    mask[50:100, 50:100] = True
+    ref = Background2D(data, (25, 25), mask=mask)
+    fast = estimate_background(data, mask=mask, box_size=25)
+    assert np.mean(fast.background) < 1.0
+    assert np.mean(fast.rms) < 1.0
+    assert fast.level < 1.0
+    assert fast.rms_level < 0.1
+    assert fast.mesh.shape == (5, 12)
+    assert fast.level == pytest.approx(float(ref.background_median), abs=2e-4)
+    np.testing.assert_allclose(fast.mesh, ref.background_mesh, atol=0.005)
+
+
+def test_lsst_cells_are_never_slivers() -> None:
+    for length in (129, 513, 1025, 4097, 191):
+        sizes = np.diff(cell_edges(length, 128))
+        assert sizes.min() >= 64 and sizes.max() <= 128
+        assert sizes.max() - sizes.min() <= 1
+
+
+def test_lsst_drops_cells_with_a_single_good_pixel() -> None:
+    image = np.random.default_rng(3).normal(20.0, 1.0, (256, 256)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[:128, :128] = True
+    mask[5, 5] = False
+    image[5, 5] = 1e4  # the one survivor of its cell: no variance, must not dominate
+    result = estimate_background(image, mask=mask, engine="lsst", bin_size=128)
+    assert np.isnan(result.mesh[0, 0])
+    assert np.abs(result.background - 20.0).max() < 0.5
+
+
+# -- photutils parity options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rms_estimator", ["std", "mad-std", "biweight"])
+@pytest.mark.parametrize("cenfunc", ["median", "mean"])
+def test_rms_estimators_agree_with_photutils(rms_estimator, cenfunc) -> None:
+    data, mask, _ = _hard_image((384, 512), seed=11)
+    kwargs = {"mask": mask, "box_size": 64, "rms_estimator": rms_estimator, "cenfunc": cenfunc}
+    fast = estimate_background(data, **kwargs)
+    ref = estimate_background(data, engine="photutils", **kwargs)
+    np.testing.assert_allclose(fast.rms_mesh, ref.rms_mesh, rtol=0.01)
+    assert fast.rms_level == pytest.approx(ref.rms_level, rel=0.005)
+    # the background itself does not depend on the RMS estimator
+    np.testing.assert_array_equal(fast.mesh, estimate_background(data, mask=mask,
+                                  box_size=64, cenfunc=cenfunc).mesh)  # fmt: skip
+
+
+@pytest.mark.parametrize("rms_estimator", ["mad-std", "biweight"])
+def test_rms_estimators_on_gaussian_data(rms_estimator) -> None:
+    """photutils test_core: robust RMS estimators with SigmaClip(3) within 0.007 of 0.42."""
+    data = np.random.default_rng(0).normal(12.4, 0.42, (100, 100))
+    result = estimate_background(data, box_size=100, filter_size=1, rms_estimator=rms_estimator)
+    assert result.rms_level == pytest.approx(0.42, abs=0.007)
+    clipped = SigmaClip(sigma=3.0, maxiters=10)(data, masked=False)
+    expected = (MADStdBackgroundRMS if rms_estimator == "mad-std" else
+                BiweightScaleBackgroundRMS)(sigma_clip=None)(clipped)  # fmt: skip
+    assert result.rms_level == pytest.approx(float(expected), rel=1e-5)  # float32 pixels
+
+
+def test_rms_of_a_constant_box_is_zero_for_every_estimator() -> None:
+    for rms_estimator in ("mad-std", "biweight"):
+        result = estimate_background(np.ones((50, 50)), box_size=25, rms_estimator=rms_estimator)
+        np.testing.assert_array_equal(result.rms_mesh, 0.0)
+
+
+def test_mmm_estimator_is_photutils_mmm_background() -> None:
+    data, mask, sigma = _hard_image((384, 512), seed=5)
+    fast = estimate_background(data, mask=mask, box_size=64, estimator="mmm")
+    ref = estimate_background(data, mask=mask, box_size=64, estimator="mmm", engine="photutils")
+    assert np.median(np.abs(fast.background - ref.background)) <= 0.05 * sigma
+    flat = np.arange(100.0).reshape(10, 10)  # photutils' doctest: MMMBackground = 49.5
+    result = estimate_background(flat, box_size=10, filter_size=1, estimator="mmm",
+                                 engine="photutils")  # fmt: skip
+    assert result.level == pytest.approx(49.5)
+
+
+def test_no_sigma_clipping_as_photutils_sigma_clip_none() -> None:
+    """photutils test_no_sigma_clipping: without clipping the outlier raises the mean."""
+    data = np.ones((100, 100))
+    data[10, 10] = 100.0
+    for engine in ("fast", "photutils"):
+        clipped = estimate_background(data, box_size=25, filter_size=1, estimator="mean",
+                                      engine=engine)  # fmt: skip
+        unclipped = estimate_background(data, box_size=25, filter_size=1, estimator="mean",
+                                        sigma_clip=False, engine=engine)  # fmt: skip
+        assert clipped.mesh[0, 0] == pytest.approx(1.0)
+        assert unclipped.mesh[0, 0] == pytest.approx(1.0 + 99.0 / 625)
+        assert unclipped.params["sigma_clip"] is False
+
+
+def test_rms_estimator_and_sigma_clip_are_mesh_engine_options() -> None:
+    with pytest.raises(ValueError, match="mesh engines"):
+        estimate_background(np.ones((64, 64)), engine="lsst", rms_estimator="mad-std")
+    with pytest.raises(ValueError, match="mesh engines"):
+        estimate_background(np.ones((64, 64)), engine="lsst", sigma_clip=False)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +308,7 @@ def test_upsampling_reproduces_photutils_zoom(mesh_shape, box, shape) -> None:
 # -- estimator cases ported from photutils/background/tests/test_core.py -------------------
 
 
-@pytest.mark.parametrize("estimator", ["sextractor", "biweight", "median", "mean", "mode"])
+@pytest.mark.parametrize("estimator", ["sextractor", "biweight", "median", "mean", "mode", "mmm"])
 def test_estimators_on_gaussian_data(estimator) -> None:
     data = np.random.default_rng(0).normal(12.4, 0.42, (100, 100))
     result = estimate_background(data, box_size=100, filter_size=1, estimator=estimator)
