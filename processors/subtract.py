@@ -34,6 +34,14 @@ _PARAM_KEYWORDS = {
     "estimator": ("BKGESTIM", "per-box background estimator"),
     "exclude_percentile": ("BKGEXCL", "box exclusion threshold [percent masked]"),
     "filter_threshold": ("BKGFTHR", "median filter threshold"),
+    "sigma_clip": ("BKGCLIP", "boxes sigma clipped"),
+    "rms_estimator": ("BKGRMSES", "per-box noise estimator"),
+    "edge_fraction": ("BKGEDGEF", "smallest partial edge box used [box share]"),
+    "fill_value": ("BKGFILLV", "background where coverage_mask is set"),
+    "passes": ("BKGPASS", "model passes (2 and more: sources masked)"),
+    "nsigma": ("BKGDETSG", "source detection threshold [rms]"),
+    "npixels": ("BKGDETNP", "fewest connected pixels of a source"),
+    "dilate": ("BKGDILAT", "source mask dilation radius [pixels]"),
 }
 
 
@@ -45,12 +53,15 @@ def subtract_background(
     method: str = "model",
     level: float | None = None,
     inputs: Sequence[str] = (),
+    scale: float | None = None,
+    reference: str | None = None,
+    source_dq: int = 0,
 ) -> Exposure:
     """Subtract a 2-D background from an exposure, returning a new exposure.
 
     SCI becomes ``sci - background`` (a 3-D exposure gets the same 2-D background
-    subtracted from every integration); DQ becomes ``dq | background_dq``; ERR follows
-    ``errors``:
+    subtracted from every integration); DQ becomes ``dq | background_dq``, and also
+    ``| source_dq`` on the sources a multi-pass model masked; ERR follows ``errors``:
 
     - ``'jwst'``: unchanged, as the JWST background step does;
     - ``'quadrature'``: ``sqrt(err**2 + background_err**2)``, as Liger/IRIS does.
@@ -76,6 +87,14 @@ def subtract_background(
     inputs : sequence of str, optional
         Ids of the exposures the background was made from, recorded as ``BKGINP01``,
         ``BKGINP02``, ... (and ``BKGNINP``).
+    scale : float, optional
+        Factor the reference background was scaled by, recorded as JWST's ``BKGD_SCL``.
+    reference : str, optional
+        Name of the reference (master) background file, recorded as ``MASTERBG``.
+    source_dq : int, optional
+        DQ bits set where a multi-pass model masked sources (``BackgroundResult``
+        ``source_mask``); 0 keeps the DQ as it is. The masked fraction is recorded in
+        ``BKGSRCFR`` either way.
 
     Returns
     -------
@@ -107,6 +126,9 @@ def subtract_background(
 
     sci = np.subtract(exposure.sci, bkg_data, dtype=np.float32)
     dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
+    sources = background.source_mask if isinstance(background, BackgroundResult) else None
+    if sources is not None and source_dq:
+        dq = dq | np.where(sources, np.uint32(source_dq), np.uint32(0))
     err = exposure.err
     err_mode: str = errors
     if err is None:
@@ -130,13 +152,29 @@ def subtract_background(
     for name, value in params.items():
         keyword, comment = _PARAM_KEYWORDS[name]
         header[keyword] = (_card_value(value), comment)
+    if sources is not None:
+        header["BKGSRCFR"] = (float(sources.mean()), "fraction of pixels masked as sources")
+    if scale is not None:
+        header["BKGD_SCL"] = (float(scale), "scaling factor of the reference background")
+    if reference is not None:
+        header["MASTERBG"] = (str(reference)[:68], "reference background file")
     _record_inputs(header, inputs)
     header.add_history(f"skystream {__version__}: background '{method}' subtracted, ERR {errors}")
     return exposure.with_changes(sci=sci, err=err, dq=dq, header=header)
 
 
-def skip_background(exposure: Exposure, *, method: str, reason: str) -> Exposure:
-    """The exposure unchanged but for ``S_BKDSUB='SKIPPED'``, ``BKGSUB=F`` and the reason.
+def skip_background(
+    exposure: Exposure,
+    *,
+    method: str,
+    reason: str,
+    status: Literal["SKIPPED", "FAILED"] = "SKIPPED",
+    scale: float | None = None,
+) -> Exposure:
+    """The exposure unchanged but for ``S_BKDSUB`` (``status``), ``BKGSUB=F`` and the reason.
+
+    ``FAILED`` is JWST's status for a reference background that could not be scaled;
+    ``scale`` (JWST records 0 then) goes into ``BKGD_SCL``.
 
     Examples
     --------
@@ -147,9 +185,13 @@ def skip_background(exposure: Exposure, *, method: str, reason: str) -> Exposure
     ('SKIPPED', False)
     """
     header = exposure.header.copy()
-    header["S_BKDSUB"] = ("SKIPPED", "background subtraction step")
+    if status not in ("SKIPPED", "FAILED"):
+        raise ValueError(f"status must be 'SKIPPED' or 'FAILED', got {status!r}")
+    header["S_BKDSUB"] = (status, "background subtraction step")
     header["BKGSUB"] = (False, "background subtracted from SCI")
     header["BKGMETH"] = (method, "background method")
+    if scale is not None:
+        header["BKGD_SCL"] = (float(scale), "scaling factor of the reference background")
     header["SKYSTVER"] = (__version__, "skystream version")
     header.add_history(f"skystream {__version__}: background not subtracted: {reason}")
     return exposure.with_changes(header=header)

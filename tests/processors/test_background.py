@@ -7,6 +7,7 @@ import pytest
 from astropy.io import fits
 from astropy.stats import SigmaClip
 from photutils.background import Background2D, BiweightLocationBackground, MeanBackground
+from photutils.segmentation import detect_sources as photutils_detect_sources
 
 from processors import (
     NoValidPixelsError,
@@ -224,3 +225,136 @@ def test_mean_estimator_ignores_masked_outliers_like_photutils() -> None:
     ours = estimate_background(data, box_size=25, estimator="mean", filter_size=1)
     ref = Background2D(data, 25, filter_size=1, bkg_estimator=MeanBackground(sigma_clip=None))
     np.testing.assert_allclose(ours.background, ref.background, rtol=1e-5)
+
+
+# -- coverage_mask and fill_value (photutils test_coverage_mask) ------------------------------
+
+
+@pytest.mark.parametrize("fill_value", [0.0, np.nan, -1.0])
+@MESH_ENGINES
+def test_coverage_mask_gets_fill_value(fill_value: float, engine: str) -> None:
+    data = np.ones((100, 100))
+    data[:50, :50] = np.nan
+    coverage = np.isnan(data)
+    result = estimate_background(
+        data, coverage_mask=coverage, fill_value=fill_value, box_size=25, filter_size=1,
+        estimator="mean", engine=engine,
+    )  # fmt: skip
+    np.testing.assert_equal(result.background[:50, :50], fill_value)
+    np.testing.assert_equal(result.rms[:50, :50], fill_value)
+    np.testing.assert_allclose(result.background[50:, 50:], 1.0)
+    np.testing.assert_array_equal(result.error[:50, :50], 0.0)  # nothing estimated there
+    assert result.params["fill_value"] == pytest.approx(fill_value, nan_ok=True)
+
+
+@MESH_ENGINES
+def test_mask_plus_coverage_mask_is_the_same_mesh_as_coverage_alone(engine: str) -> None:
+    """photutils test_coverage_mask, second part: the two masks combine."""
+    data = np.ones((100, 100))
+    data[:50, :50] = np.nan
+    alone = estimate_background(
+        data, coverage_mask=np.isnan(data), box_size=25, filter_size=1, estimator="mean",
+        engine=engine,
+    )  # fmt: skip
+    mask = np.zeros(data.shape, dtype=bool)
+    coverage = np.zeros(data.shape, dtype=bool)
+    mask[:50, :25] = True
+    coverage[:50, 25:50] = True
+    both = estimate_background(
+        data, mask=mask, coverage_mask=coverage, box_size=25, filter_size=1,
+        estimator="mean", engine=engine,
+    )  # fmt: skip
+    np.testing.assert_allclose(both.mesh, alone.mesh)
+    np.testing.assert_allclose(both.rms_mesh, alone.rms_mesh)
+
+
+def test_coverage_mask_matches_photutils_with_a_gradient() -> None:
+    yy, xx = np.mgrid[0:300, 0:400]
+    data = (50 + 0.05 * xx + 0.02 * yy).astype(np.float32)
+    data += np.random.default_rng(4).normal(0, 1, data.shape).astype(np.float32)
+    coverage = (xx + yy) > 550  # a rotated-mosaic corner
+    data[coverage] = 0.0  # finite but meaningless: only the coverage mask excludes it
+    ours = estimate_background(data, coverage_mask=coverage, box_size=50, exclude_percentile=60)
+    ref = Background2D(data, 50, coverage_mask=coverage, exclude_percentile=60)
+    assert np.median(np.abs(ours.background - ref.background)) < 0.02
+    np.testing.assert_array_equal(ours.background[coverage], 0.0)
+
+
+def test_lsst_engine_fills_outside_coverage() -> None:
+    data = np.random.default_rng(2).normal(30.0, 1.0, (256, 256)).astype(np.float32)
+    coverage = np.zeros(data.shape, bool)
+    coverage[:, :40] = True
+    data[coverage] = -1e4
+    result = estimate_background(data, coverage_mask=coverage, fill_value=np.nan, engine="lsst")
+    assert np.isnan(result.background[coverage]).all()
+    assert np.abs(result.background[~coverage] - 30.0).max() < 0.3
+    assert result.level == pytest.approx(30.0, abs=0.05)
+
+
+def test_invalid_coverage_mask_names_itself() -> None:
+    with pytest.raises(ValueError, match="coverage_mask shape"):
+        estimate_background(np.ones((50, 50)), coverage_mask=np.zeros((5, 5), bool))
+
+
+# -- source-masked two-pass model (LSST DETECTED mask, photutils' recipe) -------------------
+
+
+def _galaxy_field() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A tilted sky, noise sigma 5 and a large exponential disk galaxy (scale 25 px)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:512, 0:512]
+    sky = 100 + 0.01 * xx - 0.005 * yy
+    galaxy = 60 * np.exp(-np.hypot(xx - 260, (yy - 250) / 0.7) / 25)
+    noise = 5.0
+    data = (sky + galaxy + rng.normal(0, noise, sky.shape)).astype(np.float32)
+    return data, sky, galaxy, noise
+
+
+@pytest.mark.parametrize("engine", ["fast", "photutils", "lsst"])
+def test_two_pass_halves_the_error_under_a_large_galaxy(engine: str) -> None:
+    data, sky, galaxy, noise = _galaxy_field()
+    under = galaxy > 0.1 * noise
+    one = estimate_background(data, box_size=64, engine=engine)
+    two = estimate_background(
+        data, box_size=64, engine=engine, passes=2, nsigma=2.0, npixels=10, dilate=15
+    )
+    error_one = np.median(np.abs(one.background - sky)[under])
+    error_two = np.median(np.abs(two.background - sky)[under])
+    assert error_one > 0.2 * noise  # the galaxy biases the one-pass model
+    assert error_two <= 0.5 * error_one
+    assert one.source_mask is None
+    assert two.source_mask is not None and two.source_mask[250, 260]
+    assert two.params["passes"] == 2 and two.params["dilate"] == 15
+
+
+def test_second_pass_masks_what_photutils_detect_sources_finds() -> None:
+    data, _, _, _ = _galaxy_field()
+    one = estimate_background(data, box_size=64)
+    two = estimate_background(data, box_size=64, passes=2, nsigma=3.0, npixels=5, dilate=0)
+    residual = data - one.background
+    segments = photutils_detect_sources(residual, 3.0 * one.rms, n_pixels=5)
+    np.testing.assert_array_equal(two.source_mask, segments.data > 0)
+    again = estimate_background(data, box_size=64, mask=segments.data > 0)
+    np.testing.assert_array_equal(two.background, again.background)
+
+
+def test_two_pass_on_a_cube_goes_through_the_collapsed_image() -> None:
+    cube = simulate_exposure(2, size=128, seed=8, nints=3)
+    result = model_exposure_background(cube, box_size=32, passes=2)
+    assert result.source_mask is not None and result.source_mask.shape == (128, 128)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"passes": 0}, "passes must be >= 1"),
+        ({"nsigma": 0}, "nsigma must be positive"),
+        ({"npixels": 0}, "npixels must be >= 1"),
+        ({"dilate": -1}, "dilate must be >= 0"),
+        ({"rms_estimator": "iqr"}, "rms_estimator must be one of"),
+        ({"edge_fraction": 0}, "edge_fraction must be in"),
+    ],
+)
+def test_invalid_new_parameters_name_themselves(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        estimate_background(np.ones((50, 50)), **kwargs)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from astropy.io.fits import Header
 
-from processors import DQ, Exposure, __version__, estimate_background, subtract_background
+from processors import (
+    DQ,
+    Exposure,
+    __version__,
+    estimate_background,
+    skip_background,
+    subtract_background,
+)
 
 
 def _sci(shape: tuple[int, ...], value: float = 10.0, err: float | None = 3.0) -> Exposure:
@@ -98,3 +105,37 @@ def test_rejects_shape_mismatch_and_unknown_mode() -> None:
         subtract_background(_sci((10, 10)), np.ones((10, 10)), errors="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="background exposure must be 2-D"):
         subtract_background(_sci((10, 10)), Exposure(np.ones((2, 10, 10))))
+
+
+def test_source_mask_of_a_two_pass_model_can_be_kept_as_a_dq_bit() -> None:
+    data = np.random.default_rng(3).normal(100.0, 2.0, (128, 128)).astype(np.float32)
+    data[60:70, 60:70] += 500.0
+    model = estimate_background(data, box_size=32, passes=2, dilate=2)
+    assert model.source_mask is not None
+    science = Exposure(data, err=np.full(data.shape, 2.0))
+    kept = subtract_background(science, model, source_dq=int(DQ.OTHER_BAD_PIXEL))
+    np.testing.assert_array_equal(kept.dq == int(DQ.OTHER_BAD_PIXEL), model.source_mask)
+    assert kept.header["BKGSRCFR"] == pytest.approx(float(model.source_mask.mean()))
+    assert kept.header["BKGPASS"] == 2 and kept.header["BKGDILAT"] == 2
+    untouched = subtract_background(science, model)
+    np.testing.assert_array_equal(untouched.dq, 0)
+
+
+def test_scale_and_reference_cards() -> None:
+    out = subtract_background(
+        _sci((10, 10)), np.ones((10, 10)), scale=0.25, reference="bkg_master_F200W.fits"
+    )
+    assert out.header["BKGD_SCL"] == 0.25
+    assert out.header["MASTERBG"] == "bkg_master_F200W.fits"
+
+
+def test_failed_status_records_a_zero_scale_and_leaves_the_pixels() -> None:
+    science = _sci((10, 10))
+    out = skip_background(science, method="reference", reason="no factor", status="FAILED",
+                          scale=0.0)  # fmt: skip
+    assert out.header["S_BKDSUB"] == "FAILED"
+    assert out.header["BKGD_SCL"] == 0.0
+    assert out.header["BKGSUB"] is False
+    np.testing.assert_array_equal(out.sci, science.sci)
+    with pytest.raises(ValueError, match="status must be"):
+        skip_background(science, method="reference", reason="x", status="DONE")  # type: ignore[arg-type]
