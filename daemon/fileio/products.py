@@ -99,7 +99,7 @@ class DirectorySink:
         InvalidInput
             ``name_collision`` if the product name belongs to another input.
         """
-        path = Path(summary.product_uri)
+        path = summary.product_path
         with self._lock:
             if self._writing.get(path, summary.input_uri) != summary.input_uri:
                 raise InvalidInput(
@@ -159,6 +159,6 @@ class DirectorySink:
                 same = sidecar.stat().st_mtime >= info.st_mtime
         except OSError:
             return None
-        if not same or not Path(summary.product_uri).exists():
+        if not same or not summary.product_path.exists():
             return None
         return summary

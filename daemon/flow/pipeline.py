@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.app.settings import Settings
@@ -313,7 +312,7 @@ class Pipeline:
             PRODUCTS_FOLDER,
             lambda: self._stage(timings, "write", self._sink.write, product, written),
         )
-        path = Path(summary.product_uri)
+        path = summary.product_path
         if choice.level is not None:
             self._metrics.background_level.labels(key).set(choice.level)
         if choice.rms is not None:

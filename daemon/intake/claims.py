@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,16 +18,20 @@ __all__ = ["parse_exposure_event"]
 def parse_exposure_event(
     raw: bytes | None, *, max_bytes: int, allowed_roots: Sequence[Path]
 ) -> ExposureEvent:
-    """Validate one raw event; its URI must resolve inside an allowed root.
+    """Validate one raw event; its URI must name a file inside an allowed root.
 
     Symbolic links and ``..`` are resolved before the check, so neither can lead out of
-    the roots.
+    the roots; the event returned names the resolved file, with a URI of the kind it came
+    with (``file://`` or a path). Fields this schema version does not know are ignored.
 
     Raises
     ------
     InvalidInput
-        ``oversized_event``, ``malformed_event`` (not JSON, wrong schema or version,
-        missing or extra fields) or ``outside_roots``.
+        ``oversized_event``; ``malformed_event`` (not JSON, wrong schema or version,
+        missing or invalid fields, such as an exposure id with a path separator, a leading
+        dot or a control character); ``outside_roots`` (the URI resolves outside every
+        root, or to a root itself); ``not_a_file`` (it names a directory, FIFO, socket or
+        device).
     """
     if raw is None:
         raise InvalidInput("malformed_event", "empty message")
@@ -40,10 +45,14 @@ def parse_exposure_event(
         )
         raise InvalidInput("malformed_event", problems) from None
     target = Path(os.path.realpath(event.path))
-    for root in allowed_roots:
-        real_root = Path(os.path.realpath(root))
-        if target == real_root or real_root in target.parents:
-            return event.model_copy(update={"uri": str(target)})
-    raise InvalidInput(
-        "outside_roots", f"{event.uri} resolves to {target}, outside the allowed roots"
-    )
+    if not any(Path(os.path.realpath(root)) in target.parents for root in allowed_roots):
+        raise InvalidInput(
+            "outside_roots", f"{event.uri} resolves to {target}, outside the allowed roots"
+        )
+    try:
+        regular = stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:
+        regular = True  # missing or unreadable: reading it reports that, with its reason
+    if not regular:
+        raise InvalidInput("not_a_file", f"{event.uri} resolves to {target}, not a regular file")
+    return event.model_copy(update={"uri": event.uri_for(target)})

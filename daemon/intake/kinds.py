@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 from astropy.time import Time
 
 from daemon.app.settings import BackgroundRule
-from daemon.events import ExposureEvent
+from daemon.events import ExposureEvent, path_of
 
 __all__ = ["exposure_kind", "header_time", "matches_rule", "observation_time"]
 
@@ -30,7 +29,7 @@ def matches_rule(rule: BackgroundRule, header: Any, uri: str) -> bool:
     for keyword, values in rule.header.items():
         if keyword in header and _card_text(header[keyword]) in {v.upper() for v in values}:
             return True
-    name = Path(uri).name
+    name = path_of(uri).name  # file:// URIs are percent-escaped
     return any(fnmatch.fnmatch(name, pattern) for pattern in rule.filename)
 
 

@@ -1,4 +1,10 @@
-"""Logging set-up: readable text lines or JSON lines, warnings routed into the log."""
+r"""Logging set-up: readable text lines or JSON lines, warnings routed into the log.
+
+Log lines cannot be forged: a message is one line whatever it holds (a file name with a
+newline, an escape sequence), because control characters are written as escapes
+(``\n``, ``\x1b``, ``\u2028``) in text output and by JSON's own escaping in JSON output;
+the lines of a traceback are indented under their record.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,56 @@ import json
 import logging
 import sys
 import time
+from types import TracebackType
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "escape_controls"]
+
+_TRACEBACK_INDENT = "    "
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    r"""``text`` with every non-printable character written as a Python escape.
+
+    Parameters
+    ----------
+    text : str
+        Any text, e.g. a message naming a file.
+    keep_newlines : bool, optional
+        Leave ``\n`` as it is (for tracebacks, whose lines are then indented).
+
+    Returns
+    -------
+    str
+        Printable text: a newline becomes the two characters ``\n``.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if c.isprintable() or (keep_newlines and c == "\n")
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def _indented(text: str) -> str:
+    lines = escape_controls(text, keep_newlines=True).split("\n")
+    return "\n".join(_TRACEBACK_INDENT + line for line in lines)
+
+
+class _TextFormatter(logging.Formatter):
+    """One line per message; traceback and stack lines indented beneath it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: _ExcInfo | tuple[None, None, None]) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -21,7 +75,7 @@ class _JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry)  # escapes control characters: one record, one line
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -30,7 +84,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        formatter = logging.Formatter(
+        formatter = _TextFormatter(
             "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s",
             datefmt="%Y-%m-%dT%H:%M:%S",
         )
