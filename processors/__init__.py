@@ -8,9 +8,15 @@ from processors._validation import NoValidPixelsError
 from processors._version import __version__
 from processors.background import BackgroundResult, estimate_background
 from processors.combine import collapse_integrations, combine_backgrounds
+from processors.detection import detect_sources
 from processors.dq import DQ, bad_pixel_mask
 from processors.exposure import Exposure
 from processors.model import model_exposure_background
+from processors.reference_background import (
+    ReferenceScaling,
+    scale_reference_background,
+    subtract_reference_background,
+)
 from processors.rolling_sky import SkyMember, rolling_sky_background, sky_member
 from processors.simulate import FieldModel, simulate_exposure, simulate_night
 from processors.skymatch import SkyMatchResult, SkyMatchWarning, skymatch
@@ -33,6 +39,10 @@ __all__ = [
     "skip_background",
     "combine_backgrounds",
     "collapse_integrations",
+    "detect_sources",
+    "ReferenceScaling",
+    "scale_reference_background",
+    "subtract_reference_background",
     "RollingStack",
     "subarray_bounds",
     "to_science_grid",
