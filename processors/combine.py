@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -86,10 +87,55 @@ def collapse_integrations(
     return Exposure(sci=mean, err=error, dq=flags)
 
 
+def _collapse_members(
+    data: Sequence[np.ndarray],
+    err: Sequence[np.ndarray] | np.ndarray | None,
+    dq: Sequence[np.ndarray] | np.ndarray | None,
+    *,
+    sigma: float,
+    maxiters: int | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Stack members given one by one, each 3-D one first averaged over its integrations.
+
+    JWST's rateints path collapses every background exposure on its own, so members may
+    have different numbers of integrations (and 2-D "rate" members are used as they are).
+    """
+    for name, other in (("err", err), ("dq", dq)):
+        if other is not None and len(other) != len(data):
+            raise ValueError(f"{len(other)} {name} arrays for {len(data)} members")
+    planes: list[np.ndarray] = []
+    errors: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    for k, member in enumerate(data):
+        sci = np.asarray(member)
+        e = None if err is None else np.asarray(err[k])
+        f = None if dq is None else np.asarray(dq[k])
+        for name, other in (("err", e), ("dq", f)):
+            if other is not None and other.shape != sci.shape:
+                raise ValueError(f"member {k}: {name} shape {other.shape} != {sci.shape}")
+        if sci.ndim == 3:
+            collapsed = collapse_integrations(sci, e, f, sigma=sigma, maxiters=maxiters)
+            sci, e, f = collapsed.sci, collapsed.err, collapsed.dq
+        elif sci.ndim != 2:
+            raise ValueError(f"member {k} must be 2-D or 3-D, got shape {sci.shape}")
+        if planes and sci.shape != planes[0].shape:
+            raise ValueError(f"member {k} image shape {sci.shape} != {planes[0].shape}")
+        planes.append(sci)
+        if e is not None:
+            errors.append(e)
+        if f is not None:
+            flags.append(f)
+    return (
+        np.stack(planes),
+        np.stack(errors) if err is not None else None,
+        np.stack(flags) if dq is not None else None,
+    )
+
+
 def combine_backgrounds(
-    data: np.ndarray,
-    err: np.ndarray | None = None,
-    dq: np.ndarray | None = None,
+    data: np.ndarray | Sequence[np.ndarray],
+    err: np.ndarray | Sequence[np.ndarray] | None = None,
+    dq: np.ndarray | Sequence[np.ndarray] | None = None,
     *,
     combine: Combine = "jwst",
     sigma: float = 3.0,
@@ -117,13 +163,15 @@ def combine_backgrounds(
 
     Parameters
     ----------
-    data : ndarray
+    data : ndarray or sequence of ndarray
         ``(N, ny, nx)``, or ``(N, nints, ny, nx)`` "rateints" frames, which are first
-        averaged over integrations (see `collapse_integrations`).
-    err : ndarray, optional
-        One-sigma errors, same shape; None means unknown (the result's ERR is None).
-    dq : ndarray of int, optional
-        DQ flags, same shape.
+        averaged over integrations (see `collapse_integrations`); or a list of members,
+        each 2-D or 3-D with its own number of integrations (each 3-D one is collapsed
+        on its own, as JWST does).
+    err : ndarray or sequence of ndarray, optional
+        One-sigma errors, same shape(s); None means unknown (the result's ERR is None).
+    dq : ndarray of int or sequence of ndarray, optional
+        DQ flags, same shape(s).
     combine : {'jwst', 'median', 'biweight', 'error-clip'}, optional
         The rule.
     sigma : float, optional
@@ -153,6 +201,8 @@ def combine_backgrounds(
     >>> float(combine_backgrounds(stack, combine="median").sci[0, 0])
     0.0
     """
+    if not isinstance(data, np.ndarray):
+        data, err, dq = _collapse_members(data, err, dq, sigma=sigma, maxiters=maxiters)
     cube = np.asarray(data)
     if cube.ndim not in (3, 4):
         raise ValueError(f"data must be (N, ny, nx) or (N, nints, ny, nx), got {cube.shape}")
@@ -179,8 +229,9 @@ def combine_backgrounds(
         err = None if err is None else np.stack([np.asarray(c.err) for c in collapsed])
         dq = None if dq is None else np.stack([c.dq for c in collapsed])
     errors = None if err is None else np.asarray(err)
+    flags_in = None if dq is None else np.asarray(dq)
     value, variance, flags, used = _run(
-        cube, errors, dq, method=COMBINE_CODES[combine], sigma=sigma, maxiters=iterations,
+        cube, errors, flags_in, method=COMBINE_CODES[combine], sigma=sigma, maxiters=iterations,
         k_err=k_err,
     )  # fmt: skip
     result = Exposure(sci=value, err=None if err is None else np.sqrt(variance), dq=flags)
