@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 _ALIASES = {"localmin": "local", "globalmin": "global", "globalmin+match": "global+match"}
-METHODS: tuple[str, ...] = ("local", "global", "match", "global+match", *_ALIASES)
+METHODS: tuple[str, ...] = ("local", "global", "match", "global+match", "user", *_ALIASES)
 _TARGET_SAMPLES = 250_000  # pixels sampled per image and pair: plenty for a sky statistic
 
 
@@ -122,10 +122,17 @@ def prepare_sky_image(
     """
     if exposure.wcs is None or not exposure.wcs.has_celestial:
         raise ValueError("skymatch needs a celestial WCS on every image")
+    initial = _initial_sky(exposure, subtract=subtract, keywords=keywords)
+    mask = ~bad_pixel_mask(exposure.dq, dqbits) & np.isfinite(exposure.sci)
+    step = max(1, int(np.sqrt(exposure.sci.size / _TARGET_SAMPLES)))
+    return SkyImage(exposure.sci, mask, exposure.wcs.celestial, initial, step)
+
+
+def _initial_sky(exposure: Exposure, *, subtract: bool, keywords: SkyKeywords) -> float:
+    """Sky an earlier run already subtracted (0 if none), refusing a flipped ``subtract``."""
     if exposure.is_cube:
         raise ValueError(f"skymatch works on 2-D images, got shape {exposure.shape}")
     header = exposure.header
-    initial = 0.0
     if keywords.level in header and keywords.subtracted in header:
         previous = bool(header[keywords.subtracted])
         if previous != subtract:
@@ -134,10 +141,8 @@ def prepare_sky_image(
                 f"{subtract} (it would mix recorded and subtracted sky)"
             )
         if subtract:
-            initial = float(header[keywords.level])
-    mask = ~bad_pixel_mask(exposure.dq, dqbits) & np.isfinite(exposure.sci)
-    step = max(1, int(np.sqrt(exposure.sci.size / _TARGET_SAMPLES)))
-    return SkyImage(exposure.sci, mask, exposure.wcs.celestial, initial, step)
+            return float(header[keywords.level])
+    return 0.0
 
 
 def _footprint_box(a: SkyImage, b: SkyImage) -> tuple[int, int, int, int] | None:
@@ -347,15 +352,17 @@ def skymatch(
     usigma: float = 4.0,
     binwidth: float = 0.1,
     group_ids: Sequence[object] | None = None,
+    user_sky: Sequence[float] | None = None,
 ) -> SkyMatchResult:
     """Match the sky levels of overlapping images (JWST ``SkyMatchStep`` semantics).
 
     Parameters
     ----------
     images : sequence of Exposure
-        2-D images with celestial WCS.
-    skymethod : {'match', 'global+match', 'local', 'global'}, optional
-        Also accepted: ``localmin``, ``globalmin``, ``globalmin+match``.
+        2-D images with celestial WCS (not needed for ``'user'``).
+    skymethod : {'match', 'global+match', 'local', 'global', 'user'}, optional
+        Also accepted: ``localmin``, ``globalmin``, ``globalmin+match``. ``'user'``
+        takes the levels from ``user_sky`` (JWST's ``skylist``) instead of measuring.
     skystat : {'mode', 'median', 'mean', 'midpt'}, optional
         Sky statistic (stsci.imagestats semantics, see `processors.skystats`).
     match_down : bool, optional
@@ -369,6 +376,10 @@ def skymatch(
         Sky statistic parameters.
     group_ids : sequence, optional
         Images sharing an id (detectors of one exposure) get one common sky.
+    user_sky : sequence of float, optional
+        ``'user'``: the sky level of each image, in order. It is the total recorded in
+        ``BKGLEVEL``; with ``subtract`` only what an earlier run has not yet subtracted
+        is taken from the pixels.
 
     Returns
     -------
@@ -385,6 +396,8 @@ def skymatch(
     """
     stat = SkyStatistic(skystat, lower, upper, nclip, lsigma, usigma, binwidth)  # type: ignore[arg-type]
     method = _ALIASES.get(skymethod, skymethod)
+    if method == "user":
+        return _user_levels(images, user_sky, subtract=subtract)
     if method not in ("local", "global", "match", "global+match"):
         raise ValueError(f"skymethod must be one of {METHODS}, got {skymethod!r}")
     prepared = [prepare_sky_image(e, dqbits=dqbits, subtract=subtract) for e in images]
@@ -426,18 +439,52 @@ def apply_sky(
     levels: list[float | None] = []
     out = []
     for exposure, image, increment, ok in zip(images, prepared, increments, valid, strict=True):
-        header = exposure.header.copy()
-        header["S_SKYMAT"] = ("COMPLETE" if ok else "SKIPPED", "sky matching step")
         if not ok or increment is None:
+            header = exposure.header.copy()
+            header["S_SKYMAT"] = ("SKIPPED", "sky matching step")
             levels.append(None)
             header.add_history(f"skystream {__version__}: sky matching skipped (no overlap)")
             out.append(exposure.with_changes(header=header))
             continue
-        level = image.initial_sky + increment
-        levels.append(level)
-        header[keywords.level] = (level, "sky level (skymatch)")
-        header[keywords.subtracted] = (subtract, "skymatch level subtracted from SCI")
-        header[keywords.method] = (skymethod, "sky matching method")
-        sci = exposure.sci - np.float32(increment) if subtract else exposure.sci
-        out.append(exposure.with_changes(sci=sci, header=header))
+        levels.append(image.initial_sky + increment)
+        out.append(
+            _record_sky(exposure, image.initial_sky, increment, skymethod, subtract, keywords)
+        )
     return SkyMatchResult(levels, list(valid), skymethod, subtract, out)
+
+
+def _record_sky(
+    exposure: Exposure,
+    initial: float,
+    increment: float,
+    skymethod: str,
+    subtract: bool,
+    keywords: SkyKeywords,
+) -> Exposure:
+    """A new exposure with the sky level recorded (and the increment subtracted)."""
+    header = exposure.header.copy()
+    header["S_SKYMAT"] = ("COMPLETE", "sky matching step")
+    header[keywords.level] = (initial + increment, "sky level (skymatch)")
+    header[keywords.subtracted] = (subtract, "skymatch level subtracted from SCI")
+    header[keywords.method] = (skymethod, "sky matching method")
+    sci = exposure.sci - np.float32(increment) if subtract else exposure.sci
+    return exposure.with_changes(sci=sci, header=header)
+
+
+def _user_levels(
+    images: Sequence[Exposure], user_sky: Sequence[float] | None, *, subtract: bool
+) -> SkyMatchResult:
+    """``skymethod='user'``: the given levels, one per image, recorded (and subtracted)."""
+    if user_sky is None:
+        raise ValueError("skymethod 'user' needs user_sky: one sky level per image")
+    levels = [float(level) for level in user_sky]
+    if len(levels) != len(images):
+        raise ValueError(f"{len(levels)} user_sky levels for {len(images)} images")
+    if not all(np.isfinite(levels)):
+        raise ValueError(f"user_sky levels must be finite, got {levels}")
+    out = []
+    for exposure, level in zip(images, levels, strict=True):
+        keywords = JWST_KEYWORDS
+        initial = _initial_sky(exposure, subtract=subtract, keywords=keywords)
+        out.append(_record_sky(exposure, initial, level - initial, "user", subtract, keywords))
+    return SkyMatchResult(list(levels), [True] * len(images), "user", subtract, out)
