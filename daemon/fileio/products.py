@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from daemon.app.settings import OutputSettings
 from daemon.errors import InvalidInput
-from daemon.events import ExposureEvent, ProductEvent
+from daemon.events import ExposureEvent, ProductEvent, path_of
 from daemon.fileio.fits_io import remove_stale_temporaries, write_exposure, write_json
 from daemon.fileio.names import MAX_NAME_BYTES, bounded_name
 from processors import Exposure
@@ -123,7 +123,7 @@ class DirectorySink:
         update: dict[str, object] = {"timings": timings}
         if summary.input_size is None:
             try:
-                info = os.stat(summary.input_uri)
+                info = os.stat(path_of(summary.input_uri))
                 update |= {"input_size": info.st_size, "input_mtime_ns": info.st_mtime_ns}
             except OSError:
                 pass  # the input vanished meanwhile: the product stands, unrecognisable

@@ -7,10 +7,12 @@ import contextlib
 import fnmatch
 import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from watchdog.events import (
     DirMovedEvent,
@@ -24,10 +26,15 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.app.settings import DirectorySourceSettings
-from daemon.errors import InvalidInput
+from daemon.errors import QUARANTINE_REASONS, InvalidInput, QuarantineReason
 from daemon.events import ExposureEvent
-from daemon.fileio.fits_io import check_fits_complete
+from daemon.fileio.fits_io import (
+    DEFAULT_MAX_EXPOSURE_BYTES,
+    check_fits_complete,
+    read_primary_header,
+)
 from daemon.intake.delivery import Delivery
+from daemon.intake.kinds import header_time
 from daemon.intake.ledger import Ledger, LedgerEntry
 from daemon.ops.metrics import Metrics
 from daemon.ops.progress import Heartbeat
@@ -48,8 +55,31 @@ class _Look:
     path: str
     size: int = -1
     mtime_ns: int = -1
-    state: str = "gone"  # complete | incomplete | not_fits | unreadable | gone
+    # regular (not yet checked) | complete | incomplete | gone | a quarantine reason
+    # (not_fits, unreadable, not_a_file, outside_roots, ...)
+    state: str = "gone"
     detail: str = ""
+    observed: float = 0.0  # observation time (Unix seconds): the order of a backlog
+    checked: bool = False  # the verdict of a completeness check (kept while unchanged)
+
+
+_FILE_TYPES = {
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def _observed(path: str, fallback: float) -> float:
+    """The header's observation time of a complete file, else ``fallback`` (its mtime)."""
+    try:
+        header = read_primary_header(Path(path))
+    except Exception:  # only a sort key: reading it for processing reports why
+        return fallback
+    observed = header_time(header)
+    return fallback if observed is None else observed
 
 
 @dataclass
@@ -94,6 +124,15 @@ class DirectorySource:
     overflow dropped. Files the ledger records as finished are skipped; duplicate events
     are harmless.
 
+    Files that wait together (a backlog at start-up, after a rescan or a restart) are
+    handed on in observation order — header ``MJD-OBS``/``EXPSTART``/``DATE-OBS``, else
+    mtime — so that a stack sees its frames in the same order however often the daemon
+    was interrupted. Only regular files are opened: everything is ``lstat``-ed first;
+    FIFOs, sockets, devices and folders are refused (``not_a_file``) and symbolic links
+    leading out of the folder too (``outside_roots``) unless ``allow_outside_symlinks``.
+    Deliveries may repeat: an input whose product and sidecar already exist (a lost state
+    folder, a crash before the ledger write) is recognised, not recomputed.
+
     Parameters
     ----------
     settings : DirectorySourceSettings
@@ -104,6 +143,8 @@ class DirectorySource:
         Received counts and pending-file gauge.
     max_ready : int, optional
         Deliveries buffered ahead of the pipeline (backpressure beyond that).
+    max_exposure_bytes : int, optional
+        Larger files, or files whose headers announce more, are refused as ``too_large``.
     """
 
     name = "directory"
@@ -115,9 +156,12 @@ class DirectorySource:
         metrics: Metrics,
         *,
         max_ready: int = 32,
+        max_exposure_bytes: int = DEFAULT_MAX_EXPOSURE_BYTES,
     ) -> None:
         self._settings = settings
+        self._max_bytes = max_exposure_bytes
         self._folder = settings.path
+        self._root = os.path.realpath(settings.path)  # where symbolic links may lead
         self._ledger = ledger
         self._metrics = metrics
         self._pending: dict[str, _Pending] = {}
@@ -216,14 +260,12 @@ class DirectorySource:
         found = []
         with os.scandir(self._folder) as entries:
             for entry in entries:
-                if not self._matches(entry.path) or entry.is_dir():
+                if not self._matches(entry.path):
                     continue
-                try:
-                    info = entry.stat()
-                except OSError:
-                    found.append(entry.path)  # unreadable: let the settle loop decide
+                look = self._probe(entry.path)
+                if look.state == "gone":
                     continue
-                done = LedgerEntry(entry.path, info.st_size, info.st_mtime_ns)
+                done = LedgerEntry(entry.path, look.size, look.mtime_ns)
                 if not self._ledger.is_finished(done):
                     found.append(entry.path)
         return found
@@ -242,40 +284,71 @@ class DirectorySource:
             self._scanned_once.set()
             await asyncio.sleep(self._settings.rescan_seconds)
 
-    @staticmethod
-    def _examine(items: list[tuple[str, _Look | None]]) -> list[_Look]:
-        """Stat pending files; completeness-check those that changed (worker thread).
+    def _probe(self, path: str) -> _Look:
+        """What a path is, from ``lstat`` and the link target; never opens it.
+
+        The state is ``regular`` for a regular file (or a link to one inside the folder),
+        else ``gone`` or the reason it is refused. Size and mtime are the target's for a
+        followed link, the entry's own otherwise: the identity the ledger records.
+        """
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return _Look(path)
+        except OSError as exc:
+            return _Look(path, state="unreadable", detail=exc.strerror or str(exc))
+        if stat.S_ISLNK(info.st_mode):
+            target = os.path.realpath(path)
+            inside = target.startswith(self._root + os.sep)
+            if not inside and not self._settings.allow_outside_symlinks:
+                return _Look(
+                    path, info.st_size, info.st_mtime_ns, "outside_roots",
+                    f"symbolic link to {target}, outside the watched folder {self._root}",
+                )  # fmt: skip
+            try:
+                info = os.stat(path)
+            except OSError as exc:
+                why = "dangling symbolic link" if isinstance(exc, FileNotFoundError) else exc
+                return _Look(path, info.st_size, info.st_mtime_ns, "unreadable",
+                             f"{why} to {target}")  # fmt: skip
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_TYPES.get(stat.S_IFMT(info.st_mode), "special file")
+            return _Look(path, info.st_size, info.st_mtime_ns, "not_a_file",
+                         f"a {kind}, not a regular file: never opened")  # fmt: skip
+        return _Look(path, info.st_size, info.st_mtime_ns, "regular",
+                     observed=info.st_mtime_ns / 1e9)  # fmt: skip
+
+    def _examine(self, items: list[tuple[str, _Look | None]]) -> list[_Look]:
+        """Probe pending files; completeness-check those that changed (worker thread).
 
         A file whose size and mtime are those of its previous examination keeps that
-        verdict, so files waiting behind a busy pipeline are not reread every tick.
+        verdict, so files waiting behind a busy pipeline are not reread every tick. A
+        complete file's header gives its observation time.
         """
         looks = []
         for path, previous in items:
-            try:
-                info = os.stat(path)
-            except FileNotFoundError:
-                if os.path.islink(path):
-                    looks.append(_Look(path, state="unreadable", detail="dangling symbolic link"))
-                else:
-                    looks.append(_Look(path))
-                continue
-            except OSError as exc:
-                looks.append(_Look(path, state="unreadable", detail=str(exc)))
-                continue
-            if (
+            look = self._probe(path)
+            if look.state != "regular":
+                looks.append(look)
+            elif (
                 previous is not None
-                and previous.state in ("complete", "incomplete", "not_fits")
-                and (previous.size, previous.mtime_ns) == (info.st_size, info.st_mtime_ns)
+                and previous.checked
+                and (previous.size, previous.mtime_ns) == (look.size, look.mtime_ns)
             ):
                 looks.append(previous)
-                continue
-            try:
-                state, detail = check_fits_complete(Path(path))
-            except OSError as exc:
-                looks.append(_Look(path, state="unreadable", detail=exc.strerror or str(exc)))
-                continue
-            looks.append(_Look(path, info.st_size, info.st_mtime_ns, state, detail))
+            else:
+                looks.append(self._check(look))
         return looks
+
+    def _check(self, look: _Look) -> _Look:
+        """The completeness verdict of a regular file (and its observation time)."""
+        try:
+            state, detail = check_fits_complete(Path(look.path), max_bytes=self._max_bytes)
+        except OSError as exc:
+            return _Look(look.path, look.size, look.mtime_ns, "unreadable",
+                         exc.strerror or str(exc), look.observed)  # fmt: skip
+        observed = _observed(look.path, look.observed) if state == "complete" else look.observed
+        return _Look(look.path, look.size, look.mtime_ns, state, detail, observed, checked=True)
 
     async def _settle_loop(self, heartbeat: Heartbeat) -> None:
         while True:
@@ -289,13 +362,16 @@ class DirectorySource:
             items = [(path, self._pending[path].look) for path in order]
             with heartbeat.working():  # a check that never returns is a stuck source
                 looks = await asyncio.to_thread(self._examine, items)
-            for look in looks:
-                delivery = self._decide(look)
+            # One clock per tick, so files found together settle together, and handed on
+            # in observation order.
+            now = time.monotonic()
+            for look in sorted(looks, key=lambda look: (look.observed, look.mtime_ns, look.path)):
+                delivery = self._decide(look, now)
                 if delivery is not None:
                     await self._ready.put(delivery)
             self._metrics.pending_files.set(len(self._pending))
 
-    def _decide(self, look: _Look) -> Delivery | None:
+    def _decide(self, look: _Look, now: float) -> Delivery | None:
         """Turn one examination into a delivery when the file is ready (or hopeless)."""
         pending = self._pending.get(look.path)
         if pending is None or look.path in self._in_flight:
@@ -303,7 +379,6 @@ class DirectorySource:
         if look.state == "gone":
             del self._pending[look.path]
             return None
-        now = time.monotonic()
         pending.look = look
         if (look.size, look.mtime_ns) != (pending.size, pending.mtime_ns):
             pending.size, pending.mtime_ns, pending.last_change = look.size, look.mtime_ns, now
@@ -316,10 +391,9 @@ class DirectorySource:
         problem: InvalidInput | None = None
         if look.state == "complete" and settled:
             pass
-        elif look.state == "not_fits" and stable >= self._settings.settle_seconds:
-            problem = InvalidInput("not_fits", f"{Path(look.path).name}: {look.detail}")
-        elif look.state == "unreadable" and stable >= self._settings.settle_seconds:
-            problem = InvalidInput("unreadable", f"{Path(look.path).name}: {look.detail}")
+        elif look.state in QUARANTINE_REASONS and stable >= self._settings.settle_seconds:
+            reason = cast(QuarantineReason, look.state)
+            problem = InvalidInput(reason, f"{Path(look.path).name}: {look.detail}")
         elif look.state == "incomplete" and stable >= self._settings.incomplete_timeout_seconds:
             problem = InvalidInput(
                 "truncated",
@@ -348,4 +422,5 @@ class DirectorySource:
             arrived=pending.first_seen,
             acknowledge=acknowledge,
             problem=problem,
+            may_repeat=True,  # after a crash or a lost state folder: recognised by its sidecar
         )

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,12 @@ def stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> str:
     finally:
         proc.kill()
     return stderr
+
+
+def is_ready(port: int) -> bool:
+    """True when the daemon's ``/readyz`` on ``port`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
