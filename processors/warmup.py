@@ -6,6 +6,8 @@ import numpy as np
 
 from processors.background import estimate_background
 from processors.combine import combine_backgrounds
+from processors.exposure import Exposure
+from processors.reference_background import scale_reference_background
 
 __all__ = ["warm_up"]
 
@@ -21,6 +23,12 @@ def warm_up() -> None:
     for engine in ("fast", "lsst"):
         estimate_background(ramp, dq=dq, box_size=16, bin_size=16, engine=engine)
         estimate_background(ramp, mask=dq > 0, box_size=16, bin_size=16, engine=engine)
+    # the robust RMS kernel (DQ and boolean flags), source detection and dilation
+    source = ramp.copy()
+    source[30:34, 30:34] += 1e3
+    estimate_background(source, dq=dq, box_size=16, rms_estimator="mad-std", passes=2)
+    estimate_background(ramp, mask=dq > 0, box_size=16, rms_estimator="biweight")
+    scale_reference_background(Exposure(ramp, err=np.ones_like(ramp)), ramp + 1)
     stack = np.stack([ramp, ramp + 1, ramp - 1])
     combine_backgrounds(stack, np.ones_like(stack), np.zeros(stack.shape, np.uint32))
     combine_backgrounds(stack)
