@@ -286,12 +286,12 @@ class Pipeline:
                 lambda: self._stage(timings, "write", write_exposure, background, target,
                                     fsync=self._settings.output.fsync),
             )  # fmt: skip
-            background_uri = str(target)
+            background_uri = event.uri_for(target)
         status = "SKIPPED" if choice.background is None else "COMPLETE"
         summary = ProductEvent(
             exposure_id=event.exposure_id,
             input_uri=str(event.path),
-            product_uri=str(self._sink.product_path(event.exposure_id)),
+            product_uri=event.uri_for(self._sink.product_path(event.exposure_id)),
             status=status,
             method=choice.method,
             stack_key=key,
