@@ -230,3 +230,12 @@ def test_the_schemas_accept_real_events_and_reject_broken_ones(root: Path) -> No
     _validator("skystream.skymatch-1.schema.json").validate(
         table.model_dump(mode="json", by_alias=True)
     )
+
+
+def test_the_readme_tables_name_every_field() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n### Events\n", 1)[1].split("\n## ", 1)[0]
+    rows = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    for model in (ExposureEvent, ProductEvent, SkyMatchEvent):
+        for name, field in model.model_fields.items():
+            assert f"`{field.alias or name}`" in rows, f"{model.__name__}.{name}"
