@@ -74,8 +74,8 @@ class Retriable(Exception):
 _RETRIABLE_ERRNOS = frozenset(
     {
         errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
-        errno.ENOTDIR, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.ETIMEDOUT,
-        errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR,
+        errno.ENOTDIR, errno.EEXIST, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE,
+        errno.ETIMEDOUT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR,
     }
 )  # fmt: skip
 #: SQLite's transient failures, recognised by their (stable) messages.

@@ -139,6 +139,7 @@ class Service:
                 max_restarts=supervision.max_restarts,
                 window_seconds=supervision.restart_window_seconds,
                 stall_seconds=supervision.stall_seconds,
+                on_restart=lambda name: self.metrics.task_restarts.labels(name).inc(),
             )
             async with contextlib.AsyncExitStack() as stack:
                 await self._start(stack, supervisor)

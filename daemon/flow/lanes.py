@@ -187,7 +187,8 @@ class Lanes:
             self._can_go(lane.key)
             or (self._input_ended and not lane.waiting)
             or time.monotonic() >= first.deadline
-            or len(lane.parked) >= self._queue_size and lane.waiting  # room for the held
+            # Parked deliveries fill the lane and others wait behind them: make room.
+            or (len(lane.parked) >= self._queue_size and bool(lane.waiting))
         ):
             return lane.parked.popleft()
         return None

@@ -53,6 +53,8 @@ class Supervisor:
         The window of that count.
     stall_seconds : float
         Default time a working task may go without progress before `stalled` names it.
+    on_restart : callable, optional
+        Called with a task's name each time it is restarted (a metric).
     """
 
     def __init__(
@@ -62,7 +64,9 @@ class Supervisor:
         max_restarts: int = 5,
         window_seconds: float = 300.0,
         stall_seconds: float = 600.0,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_restart = on_restart
         self._conditions = conditions
         self._max_restarts = max_restarts
         self._window = window_seconds
@@ -167,6 +171,8 @@ class Supervisor:
             log.warning("restarting task %s in %.1f s", child.name, delay)
             await asyncio.sleep(delay)
             self._conditions.clear(condition)
+            if self._on_restart is not None:
+                self._on_restart(child.name)
 
     def _give_up(self, failure: GaveUp) -> None:
         if self.failure is None:

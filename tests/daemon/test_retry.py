@@ -34,7 +34,7 @@ def test_world_problems_are_retriable(tmp_path: Path) -> None:
     assert retriable_cause(OSError(errno.ENOSPC, "No space left on device")) == (
         "No space left on device (ENOSPC)"
     )
-    with pytest.raises(OSError) as gone:
+    with pytest.raises(FileNotFoundError) as gone:
         (tmp_path / "vanished" / "x").write_bytes(b"")
     assert retriable_cause(gone.value) == "No such file or directory (ENOENT)"
     locked = _sqlite_error(tmp_path, "INSERT INTO t VALUES (1)")
@@ -43,7 +43,7 @@ def test_world_problems_are_retriable(tmp_path: Path) -> None:
 
 
 def test_errors_that_would_only_repeat_are_not_retriable(tmp_path: Path) -> None:
-    with pytest.raises(OSError) as too_long:
+    with pytest.raises(OSError, match="File name too long") as too_long:
         (tmp_path / ("x" * 300)).write_bytes(b"")
     assert retriable_cause(too_long.value) is None  # ENAMETOOLONG
     assert retriable_cause(ValueError("bad shape")) is None

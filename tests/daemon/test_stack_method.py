@@ -265,7 +265,9 @@ async def test_state_that_cannot_be_saved_is_retried_and_named_in_readyz(tmp_pat
         assert not service.readiness()[0]
         assert not (settings.quarantine.directory / "blocked_sky.fits.reason.json").exists()
         assert (inbox / "blocked_sky.fits").exists()
-        assert metric(service, "skystream_exposures_processed_total", {"outcome": "background"}) == 0
+        assert (
+            metric(service, "skystream_exposures_processed_total", {"outcome": "background"}) == 0
+        )
         stacks.unlink()
         stacks.mkdir()  # the operator fixes it; the next attempt succeeds
         await wait_until(
