@@ -448,3 +448,13 @@ def test_concurrent_calls_that_each_use_bands_give_the_serial_results() -> None:
 def test_threads_must_be_positive() -> None:
     with pytest.raises(ValueError, match="threads must be >= 1"):
         estimate_background(np.ones((64, 64), np.float32), threads=0)
+
+
+@pytest.mark.parametrize("rms_estimator", ["mad-std", "biweight"])
+def test_robust_rms_on_several_threads_gives_the_single_thread_result(rms_estimator) -> None:
+    exposure = simulate_exposure(5, size=(333, 517), seed=6)
+    kwargs = {"dq": exposure.dq, "box_size": (40, 48), "rms_estimator": rms_estimator}
+    one = estimate_background(exposure.sci, **kwargs)
+    many = estimate_background(exposure.sci, threads=3, **kwargs)
+    np.testing.assert_array_equal(many.rms_mesh, one.rms_mesh)
+    np.testing.assert_array_equal(many.rms, one.rms)
