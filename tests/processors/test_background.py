@@ -358,3 +358,22 @@ def test_two_pass_on_a_cube_goes_through_the_collapsed_image() -> None:
 def test_invalid_new_parameters_name_themselves(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         estimate_background(np.ones((50, 50)), **kwargs)
+
+
+@MESH_ENGINES
+def test_exclude_percentile_cases_of_photutils(engine: str) -> None:
+    """photutils test_exclude_percentile, on the meshes both engines expose."""
+    data = np.ones((100, 100))
+    data[0:50, 0:50] = np.nan
+    result = estimate_background(
+        data, box_size=25, filter_size=1, exclude_percentile=100, engine=engine
+    )
+    np.testing.assert_allclose(result.mesh, 1.0)  # the empty boxes are filled
+    result = estimate_background(
+        np.ones((111, 121)), box_size=10, exclude_percentile=100, engine=engine
+    )
+    np.testing.assert_allclose(result.mesh, np.ones((12, 13)))
+    data = np.full((111, 121), np.nan)
+    data[0, 0] = 1.0
+    with pytest.raises(NoValidPixelsError, match="All boxes contain"):
+        estimate_background(data, box_size=10, engine=engine)
