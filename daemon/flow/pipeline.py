@@ -18,6 +18,7 @@ from daemon.fileio.fits_io import read_exposure, read_primary_header, write_expo
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
 from daemon.flow.backgrounds import Choice, Chooser
+from daemon.flow.router import INVALID_LANE
 from daemon.intake.delivery import Delivery
 from daemon.intake.kinds import observation_time
 from daemon.kafka.publisher import EventPublisher
@@ -147,7 +148,7 @@ class Pipeline:
                 else:
                     await self._settle(delivery, key, exposure, timings)
             except InvalidInput as exc:
-                await self.reject(delivery, exc)
+                await self.reject(delivery, exc, key)
             return False
         finally:
             self._metrics.inflight.dec()
@@ -186,8 +187,12 @@ class Pipeline:
         """Acknowledge once the outcome is durable (the ledger write is retried in place)."""
         await self._retrier.call(LEDGER, lambda: delivery.acknowledge(outcome, product))
 
-    async def reject(self, delivery: Delivery, exc: InvalidInput) -> None:
-        """Quarantine a delivery with its reason, count it and acknowledge it."""
+    async def reject(self, delivery: Delivery, exc: InvalidInput, key: str) -> None:
+        """Quarantine a delivery with its reason, announce it FAILED, count it, acknowledge it.
+
+        With a product topic, the quarantine is announced by a ``FAILED`` ProductEvent
+        (reason and detail), so that a producer on Kafka sees what became of its exposure.
+        """
         await self._retrier.call(
             QUARANTINE_FOLDER,
             lambda: self.in_pool(
@@ -198,6 +203,12 @@ class Pipeline:
                 source=delivery.source,
             ),
         )
+        stack_key = None if key == INVALID_LANE else key
+        failed = ProductEvent.failed(
+            delivery.event, exc.reason, exc.detail, software_version=__version__,
+            stack_key=stack_key,
+        )  # fmt: skip
+        await self._publish_product(failed, stack_key or delivery.event.exposure_id)
         self._metrics.quarantined.labels(exc.reason).inc()
         self._metrics.processed.labels("quarantined").inc()
         await self._acknowledge(delivery, "quarantined", None)

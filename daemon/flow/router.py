@@ -33,7 +33,7 @@ def stack_key_of(header: Header, keys: list[str]) -> str:
 
 
 class Router:
-    """Reads each delivery's primary header and puts it on its stack key's lane.
+    """Puts each delivery on its stack key's lane: the event's key, else the header's.
 
     Parameters
     ----------
@@ -60,6 +60,8 @@ class Router:
     async def _route(self, delivery: Delivery) -> tuple[str, Delivery]:
         if delivery.problem is not None:
             return INVALID_LANE, delivery
+        if delivery.event.stack_key:
+            return delivery.event.stack_key, delivery  # the producer's (and Kafka's) key
         path: Path = delivery.event.path
         try:
             header = await self._in_pool(read_primary_header, path)
