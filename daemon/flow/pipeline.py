@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import time
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from daemon.app.settings import Settings
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, Retriable
 from daemon.events import ProductEvent
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
@@ -42,6 +43,9 @@ T = TypeVar("T")
 PRODUCTS_FOLDER = "products folder"
 QUARANTINE_FOLDER = "quarantine folder"
 LEDGER = "ledger"
+INPUT_STORAGE = "input storage"
+#: Errors of the storage under an input (a network file system's hiccup), not of the input.
+_STORAGE_HICCUPS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY})
 
 
 class Pipeline:
@@ -216,18 +220,27 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------
 
     async def _read(self, delivery: Delivery, timings: dict[str, float]) -> Exposure:
+        """Read the input; a storage hiccup is retried, anything else makes it invalid."""
         path = delivery.event.path
+
+        async def attempt() -> Exposure:
+            try:
+                return await self._stage(
+                    timings, "read", read_exposure, path,
+                    allow_cubes=self._settings.input.allow_cubes,
+                )  # fmt: skip
+            except OSError as exc:
+                if exc.errno in _STORAGE_HICCUPS:
+                    raise Retriable(f"{INPUT_STORAGE}: {exc.strerror or exc} reading "
+                                    f"{path.name}") from exc  # fmt: skip
+                raise InvalidInput(
+                    "unreadable", f"{path.name}: {exc.strerror or exc} while reading it"
+                ) from exc
+
         try:
-            return await self._stage(
-                timings, "read", read_exposure, path,
-                allow_cubes=self._settings.input.allow_cubes,
-            )  # fmt: skip
+            return await self._retrier.call(INPUT_STORAGE, attempt)
         except InvalidInput:
             raise
-        except OSError as exc:
-            raise InvalidInput(
-                "unreadable", f"{path.name}: {exc.strerror or exc} while reading it"
-            ) from exc
         except Exception as exc:
             log.exception("cannot read %s", path.name)
             raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc

@@ -15,7 +15,12 @@ from daemon.app.parameters import sky_matcher_parameters
 from daemon.app.settings import SkyMatchSettings
 from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent, SkyMatchEvent, SkyMatchMember
-from daemon.fileio.fits_io import read_exposure, write_exposure, write_json
+from daemon.fileio.fits_io import (
+    read_exposure,
+    remove_stale_temporaries,
+    write_exposure,
+    write_json,
+)
 from daemon.fileio.names import safe_file_name
 from daemon.intake.kinds import matches_rule
 from daemon.ops.metrics import Metrics
@@ -232,6 +237,7 @@ class SkyMatchGroups:
     def restore(self) -> list[str]:
         """Rebuild the open groups from their saved state and products (blocking)."""
         problems = []
+        remove_stale_temporaries(self._state)  # left by a write that a crash interrupted
         for path in sorted(self._state.glob("*.json")):
             problems += self._rebuild(json.loads(path.read_text()))
         for problem in problems:
