@@ -27,6 +27,7 @@ QuarantineReason = Literal[
     "outside_roots",
     "not_a_file",
     "name_collision",
+    "too_many_keys",
     "processing_error",
 ]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)

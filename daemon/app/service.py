@@ -197,6 +197,8 @@ class Service:
             queue_size=settings.lanes.queue_size,
             park_seconds=settings.background.stack.wait_seconds,
             metrics=self.metrics,
+            max_keys=settings.lanes.max_keys,
+            idle_seconds=settings.lanes.idle_seconds,
         )
         source = self.source = self._make_source(consumes, publisher, state_topic, store, groups)
         if settings.metrics.enabled:
@@ -227,13 +229,16 @@ class Service:
         stack.push_async_callback(source.stop)
         stack.push_async_callback(self._drain, lanes)
         stack.push_async_callback(supervisor.cancel, "router")
-        router = Router(lanes, settings.routing.stack_key, in_pool)
+        router = Router(
+            lanes, settings.routing.stack_key, in_pool, max_keys=settings.lanes.max_keys
+        )
 
         async def route() -> None:
             await router.run(source, heartbeat)
             self._input_ended.set()  # only a finite source ends
 
         heartbeat = supervisor.spawn("router", route, finite=True)
+        supervisor.spawn("lane reaper", lanes.reap_forever)
         if groups is not None:
             supervisor.spawn("skymatch idle closer", functools.partial(self._close_idle, groups))
         self._started.set()

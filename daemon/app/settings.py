@@ -368,6 +368,17 @@ class LaneSettings(_Section):
     """Per-stack-key ordered queues."""
 
     queue_size: int = Field(8, ge=1, description="Exposures waiting per lane (backpressure).")
+    max_keys: int = Field(
+        256,
+        ge=1,
+        description="Most stack keys with a lane at once; an exposure of a further key is "
+        "quarantined as too_many_keys (a header typo must not grow memory and metrics).",
+    )
+    idle_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A lane idle this long is removed, with its metric series.",
+    )
 
 
 class WorkerSettings(_Section):

@@ -39,6 +39,7 @@ class _Lane:
     busy: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     heartbeat: Heartbeat | None = None
+    last_active: float = field(default_factory=time.monotonic)
 
     @property
     def depth(self) -> int:
@@ -75,6 +76,10 @@ class Lanes:
         Longest wait of a parked delivery.
     metrics : Metrics
         Lane depth and parked gauges.
+    max_keys : int
+        Most lanes at once (`accepts` refuses a further key).
+    idle_seconds : float
+        Lanes idle this long are removed by `reap`, with their metric series.
     """
 
     def __init__(
@@ -86,7 +91,11 @@ class Lanes:
         queue_size: int,
         park_seconds: float,
         metrics: Metrics,
+        max_keys: int = 256,
+        idle_seconds: float = 3600.0,
     ) -> None:
+        self._max_keys = max_keys
+        self._idle_seconds = idle_seconds
         self._handler = handler
         self._can_go = can_go
         self._supervisor = supervisor
@@ -111,6 +120,37 @@ class Lanes:
     def __len__(self) -> int:
         return sum(lane.depth for lane in self._lanes.values())
 
+    def accepts(self, key: str) -> bool:
+        """Whether ``key`` has a lane or may get one (idle lanes are reaped to make room)."""
+        if key in self._lanes or len(self._lanes) < self._max_keys:
+            return True
+        self.reap()
+        return len(self._lanes) < self._max_keys
+
+    def reap(self) -> list[str]:
+        """Remove lanes idle for ``idle_seconds``, with their metric series; their keys."""
+        now = time.monotonic()
+        gone = [
+            key
+            for key, lane in self._lanes.items()
+            if lane.idle and now - lane.last_active >= self._idle_seconds
+        ]
+        for key in gone:
+            del self._lanes[key]
+            self._supervisor.discard(f"lane {key}")
+            for gauge in (self._metrics.lane_depth, self._metrics.lane_parked):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key)
+        if gone:
+            log.info("idle lanes removed: %s", ", ".join(gone))
+        return gone
+
+    async def reap_forever(self) -> None:
+        """`reap` every quarter of ``idle_seconds`` (a supervised task)."""
+        while True:
+            await asyncio.sleep(self._idle_seconds / 4)
+            self.reap()
+
     def put(self, key: str, delivery: Delivery) -> None:
         """Give a delivery to the lane of ``key`` (made on first use); never waits."""
         lane = self._lanes.get(key)
@@ -121,6 +161,7 @@ class Lanes:
             )
             log.info("new lane %s", key)
         lane.waiting.append(delivery)
+        lane.last_active = time.monotonic()
         self._rebalance(lane)
         lane.wake.set()
 
@@ -229,4 +270,5 @@ class Lanes:
             raise
         finally:
             lane.busy = False
+            lane.last_active = time.monotonic()
             self._rebalance(lane)

@@ -43,10 +43,15 @@ class Router:
         Header keywords of the stack key.
     in_pool : callable
         Runs blocking work (the header read) in the worker pool.
+    max_keys : int
+        The lanes' limit, for the refusal's message.
     """
 
-    def __init__(self, lanes: Lanes, stack_keys: list[str], in_pool: InPool) -> None:
+    def __init__(
+        self, lanes: Lanes, stack_keys: list[str], in_pool: InPool, *, max_keys: int
+    ) -> None:
         self._lanes = lanes
+        self._max_keys = max_keys
         self._stack_keys = stack_keys
         self._in_pool = in_pool
 
@@ -55,6 +60,20 @@ class Router:
         async for delivery in source.deliveries():
             with heartbeat.working():
                 key, routed = await self._route(delivery)
+            if key != INVALID_LANE and not self._lanes.accepts(key):
+                log.warning("stack key %r refused: %d keys have lanes already", key,
+                            self._max_keys)  # fmt: skip
+                key, routed = (
+                    INVALID_LANE,
+                    dataclasses.replace(
+                        routed,
+                        problem=InvalidInput(
+                            "too_many_keys",
+                            f"{routed.event.path.name}: stack key {key!r} would be one more than "
+                            f"lanes.max_keys = {self._max_keys}",
+                        ),
+                    ),
+                )
             self._lanes.put(key, routed)
 
     async def _route(self, delivery: Delivery) -> tuple[str, Delivery]:

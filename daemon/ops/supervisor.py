@@ -128,6 +128,13 @@ class Supervisor:
                 await child.task
         self._conditions.clear(f"task {name}")
 
+    def discard(self, name: str) -> None:
+        """Cancel one idle task for good without waiting for it (it is not restarted)."""
+        child = self._children.pop(name, None)
+        if child is not None and child.task is not None:
+            child.task.cancel()
+        self._conditions.clear(f"task {name}")
+
     async def stop(self) -> None:
         """Cancel every task and wait for them; idempotent."""
         self._closing = True

@@ -56,7 +56,8 @@ class Recorder:
         )
 
 
-def make_lanes(recorder: Recorder, *, queue_size: int = 2, park_seconds: float = 60.0):
+def make_lanes(recorder: Recorder, *, queue_size: int = 2, park_seconds: float = 60.0,
+               **limits: float):  # fmt: skip
     supervisor = Supervisor(Conditions(), max_restarts=3, window_seconds=60)
     lanes = Lanes(
         recorder,
@@ -65,6 +66,7 @@ def make_lanes(recorder: Recorder, *, queue_size: int = 2, park_seconds: float =
         queue_size=queue_size,
         park_seconds=park_seconds,
         metrics=Metrics(CollectorRegistry()),
+        **limits,  # type: ignore[arg-type]
     )
     return lanes, supervisor
 
@@ -176,4 +178,25 @@ async def test_stop_lets_the_exposure_in_hand_finish_and_drops_the_rest() -> Non
     recorder.gates["y1"].set()
     assert await stopping == 2  # y2 and y3: never started, left for redelivery
     assert recorder.done == ["y1"]
+    await supervisor.stop()
+
+
+async def test_idle_lanes_are_reaped_with_their_metric_series() -> None:
+    recorder = Recorder()
+    lanes, supervisor = make_lanes(recorder, max_keys=2, idle_seconds=0.2)
+    lanes.put("old", recorder.delivery("o1"))
+    lanes.put("busy", recorder.delivery("b1"))
+    await lanes.join()
+    registry = lanes._metrics.registry
+    assert registry.get_sample_value("skystream_lane_depth", {"lane": "old"}) == 0
+    assert lanes.accepts("busy")
+    await asyncio.sleep(0.3)
+    lanes.put("busy", recorder.delivery("b2"))  # busy stays active; old goes idle
+    await lanes.join()
+    assert lanes.accepts("new")  # at the limit, but "old" is reaped to make room
+    assert registry.get_sample_value("skystream_lane_depth", {"lane": "old"}) is None
+    assert registry.get_sample_value("skystream_lane_depth", {"lane": "busy"}) == 0
+    lanes.put("new", recorder.delivery("n1"))
+    await lanes.join()
+    assert recorder.done == ["o1", "b1", "b2", "n1"]
     await supervisor.stop()

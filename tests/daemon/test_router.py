@@ -62,12 +62,46 @@ async def test_each_delivery_reaches_the_lane_of_its_key(tmp_path: Path) -> None
 
     source = Keyed([good, junk, tmp_path / "keyed.fits"])
     heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
-    await Router(lanes, ["INSTRUME", "DETECTOR", "FILTER"], _in_thread).run(source, heartbeat)
+    router = Router(lanes, ["INSTRUME", "DETECTOR", "FILTER"], _in_thread, max_keys=8)
+    await router.run(source, heartbeat)
     lanes.input_ended()
     await asyncio.wait_for(lanes.join(), 10)
     assert sorted(seen) == [
         ("good", "SIMCAM/SIM1/J", None),
         ("junk", INVALID_LANE, "not_fits"),
         ("keyed", "NIR/1", None),
+    ]
+    await supervisor.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_key_beyond_the_limit_is_quarantined_as_too_many_keys(tmp_path: Path) -> None:
+    paths = []
+    for index, detector in enumerate(("D1", "D2", "D3", "D1")):
+        exposure = small_exposure(index)
+        exposure.header["DETECTOR"] = detector
+        paths.append(tmp_path / f"e{index}.fits")
+        write_exposure(exposure, paths[-1], fsync=False)
+    seen: list[tuple[str, str, str | None]] = []
+
+    async def handler(delivery: Delivery, key: str, _may_park: bool) -> bool:
+        problem = delivery.problem.reason if delivery.problem else None
+        seen.append((delivery.event.exposure_id, key, problem))
+        return False
+
+    supervisor = Supervisor(Conditions())
+    lanes = Lanes(handler, lambda _key: True, supervisor=supervisor, queue_size=4,
+                  park_seconds=1.0, metrics=Metrics(CollectorRegistry()), max_keys=2,
+                  idle_seconds=3600)  # fmt: skip
+    heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
+    router = Router(lanes, ["DETECTOR"], _in_thread, max_keys=2)
+    await router.run(BatchSource(paths), heartbeat)
+    lanes.input_ended()
+    await asyncio.wait_for(lanes.join(), 10)
+    assert sorted(seen) == [
+        ("e0", "D1", None),
+        ("e1", "D2", None),
+        ("e2", INVALID_LANE, "too_many_keys"),
+        ("e3", "D1", None),  # a key that has its lane goes on
     ]
     await supervisor.stop()
