@@ -1,11 +1,12 @@
-"""Compiled per-box RMS estimators that need the exact clipped values (MAD-std, biweight).
+"""Per-box RMS estimators that need the exact clipped values (MAD-std, biweight scale).
 
 The default RMS (the clipped population std) comes with the box statistics of
 `processors.engines._clip_kernel`, from binned moments. The robust scales are order
 statistics of the deviations from the median, which bins cannot give exactly, so each box
-is sorted once here: astropy-style sigma clipping keeps a contiguous run of the sorted
-values (prefix sums give each iteration's moments), and the estimator runs on that run.
-Scratch buffers are local and the GIL is released: any number of threads may call at once.
+is sorted here (numpy's vectorised sort of all boxes of a band at once, no GIL); on a
+sorted box astropy's ``sigma_clip`` keeps a contiguous run, found with prefix sums and
+binary searches, and the median deviation is a merge walk outward from the median. The
+compiled part releases the GIL and keeps its scratch local: threads may call at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _BIWEIGHT_SCALE_C = 9.0  # photutils BiweightScaleBackgroundRMS default
 def _median_of_sorted(values: np.ndarray, a: int, b: int) -> float:
     m = b - a
     mid = a + m // 2
-    return values[mid] if m % 2 == 1 else 0.5 * (values[mid - 1] + values[mid])
+    return values[mid] if m % 2 == 1 else 0.5 * (float(values[mid - 1]) + float(values[mid]))
 
 
 @nb.njit(nogil=True, cache=True)
@@ -53,8 +54,9 @@ def _clip_run(
         mean = (p1[b] - p1[a]) / m
         std = np.sqrt(max((p2[b] - p2[a]) / m - mean * mean, 0.0))
         centre = _median_of_sorted(values, a, b) - ref if median_centre else mean
-        new_a = a + np.searchsorted(values[a:b], ref + centre - sigma_low * std, side="left")
-        new_b = a + np.searchsorted(values[a:b], ref + centre + sigma_high * std, side="right")
+        run = values[a:b]
+        new_a = a + np.searchsorted(run, ref + centre - sigma_low * std, side="left")
+        new_b = a + np.searchsorted(run, ref + centre + sigma_high * std, side="right")
         if new_a == a and new_b == b:
             break
         a = new_a
@@ -65,22 +67,34 @@ def _clip_run(
 
 
 @nb.njit(nogil=True, cache=True)
-def _scale(values: np.ndarray, a: int, b: int, code: int, deviations: np.ndarray) -> float:
-    """The RMS estimator of ``values[a:b]`` (sorted, non-empty)."""
+def _median_deviation(values: np.ndarray, a: int, b: int, med: float) -> float:
+    """Median of ``|values[a:b] - med|`` for sorted values, walking out from ``med``."""
     m = b - a
-    if code == STD:
-        mean = 0.0
-        for j in range(a, b):
-            mean += values[j]
-        mean /= m
-        total = 0.0
-        for j in range(a, b):
-            total += (values[j] - mean) ** 2
-        return np.sqrt(total / m)
+    k = m // 2  # the median deviation is the k-th smallest (and the (k-1)-th, m even)
+    j = a + np.searchsorted(values[a:b], med, side="left")
+    i = j - 1
+    previous = 0.0
+    current = 0.0
+    for _ in range(k + 1):
+        previous = current
+        if i >= a and (j >= b or med - values[i] <= values[j] - med):
+            current = med - values[i]
+            i -= 1
+        else:
+            current = values[j] - med
+            j += 1
+    return current if m % 2 == 1 else 0.5 * (previous + current)
+
+
+@nb.njit(nogil=True, cache=True)
+def _scale(values: np.ndarray, a: int, b: int, code: int, p1: np.ndarray, p2: np.ndarray) -> float:
+    """The RMS estimator of the sorted run ``values[a:b]`` (non-empty)."""
+    m = b - a
+    if code == STD:  # the prefix sums hold the moments about the box median
+        mean = (p1[b] - p1[a]) / m
+        return np.sqrt(max((p2[b] - p2[a]) / m - mean * mean, 0.0))
     med = _median_of_sorted(values, a, b)
-    for j in range(a, b):
-        deviations[j - a] = abs(values[j] - med)
-    mad = np.median(deviations[:m])
+    mad = _median_deviation(values, a, b, med)
     if code == MAD_STD:
         return _MAD_TO_SIGMA * mad
     if mad == 0.0:
@@ -97,12 +111,37 @@ def _scale(values: np.ndarray, a: int, b: int, code: int, deviations: np.ndarray
 
 
 @nb.njit(nogil=True, cache=True)
+def _sorted_boxes_rms(
+    boxes: np.ndarray,
+    sigma_low: float,
+    sigma_high: float,
+    maxiters: int,
+    median_centre: bool,
+    code: int,
+) -> np.ndarray:
+    """Clipped RMS of each row of ``boxes`` (sorted, NaN after the good values)."""
+    n_boxes, size = boxes.shape
+    rms = np.full(n_boxes, np.nan)
+    p1 = np.empty(size + 1, np.float64)
+    p2 = np.empty(size + 1, np.float64)
+    for k in range(n_boxes):
+        row = boxes[k]
+        n = size
+        while n > 0 and np.isnan(row[n - 1]):
+            n -= 1
+        if n == 0:
+            continue
+        a, b = _clip_run(row, n, sigma_low, sigma_high, maxiters, median_centre, p1, p2)
+        if b > a:
+            rms[k] = _scale(row, a, b, code, p1, p2)
+    return rms
+
+
 def mesh_rms(
     data: np.ndarray,
     flags: np.ndarray,
     badbits: int,
-    box_y: int,
-    box_x: int,
+    box: tuple[int, int],
     sigma_low: float,
     sigma_high: float,
     maxiters: int,
@@ -111,37 +150,17 @@ def mesh_rms(
 ) -> np.ndarray:
     """Clipped RMS of every box of an image with the estimator ``code`` (see `RMS_CODES`).
 
-    Boxes tile the image from the origin as in ``mesh_statistics``; returns a
-    ``(ceil(ny/box_y), ceil(nx/box_x))`` float64 array, NaN for boxes left empty.
-    ``maxiters=0`` does no clipping.
+    Boxes tile the image from the origin as in ``mesh_statistics`` (partial boxes at the
+    top and right); returns a ``(ceil(ny/box_y), ceil(nx/box_x))`` float64 array, NaN for
+    boxes left empty. ``maxiters=0`` does no clipping.
     """
     ny, nx = data.shape
-    nby = (ny + box_y - 1) // box_y
-    nbx = (nx + box_x - 1) // box_x
-    rms = np.full((nby, nbx), np.nan)
-    capacity = box_y * box_x
-    values = np.empty(capacity, np.float64)
-    deviations = np.empty(capacity, np.float64)
-    p1 = np.empty(capacity + 1, np.float64)
-    p2 = np.empty(capacity + 1, np.float64)
-    for iy in range(nby):
-        y0 = iy * box_y
-        y1 = min(y0 + box_y, ny)
-        for ix in range(nbx):
-            x0 = ix * box_x
-            x1 = min(x0 + box_x, nx)
-            n = 0
-            for y in range(y0, y1):
-                for x in range(x0, x1):
-                    v = data[y, x]
-                    if (flags[y, x] & badbits) == 0 and np.isfinite(v):
-                        values[n] = v
-                        n += 1
-            if n == 0:
-                continue
-            run = values[:n]
-            run.sort()
-            a, b = _clip_run(run, n, sigma_low, sigma_high, maxiters, median_centre, p1, p2)
-            if b > a:
-                rms[iy, ix] = _scale(run, a, b, code, deviations)
-    return rms
+    by, bx = box
+    nby, nbx = -(-ny // by), -(-nx // bx)
+    good = ((flags & flags.dtype.type(badbits)) == 0) & np.isfinite(data)
+    padded = np.full((nby * by, nbx * bx), np.nan, dtype=np.float32)
+    np.copyto(padded[:ny, :nx], data, where=good)
+    boxes = padded.reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3).reshape(nby * nbx, by * bx)
+    boxes.sort(axis=-1)  # NaN last
+    rms = _sorted_boxes_rms(boxes, sigma_low, sigma_high, maxiters, median_centre, code)
+    return rms.reshape(nby, nbx)

@@ -101,9 +101,9 @@ def fast_background(
 
         def band_rms(y0: int, y1: int) -> np.ndarray:
             return mesh_rms(
-                image[y0:y1], flags[y0:y1], badbits_typed, box[0], box[1],
-                float(mesh.sigma_low), float(mesh.sigma_high), iterations,
-                mesh.cenfunc == "median", RMS_CODES[mesh.rms_estimator],
+                image[y0:y1], flags[y0:y1], badbits, box, float(mesh.sigma_low),
+                float(mesh.sigma_high), iterations, mesh.cenfunc == "median",
+                RMS_CODES[mesh.rms_estimator],
             )  # fmt: skip
 
         rms_values = np.concatenate(map_bands(band_rms, spans))
