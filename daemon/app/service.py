@@ -29,7 +29,7 @@ from daemon.kafka.source import KafkaSource
 from daemon.kafka.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
 from daemon.ops.conditions import Conditions
 from daemon.ops.health import HealthServer
-from daemon.ops.metrics import Metrics
+from daemon.ops.metrics import Backlog, Metrics
 from daemon.ops.supervisor import Supervisor
 from daemon.retry import Retrier
 from daemon.state.lock import StateFolderLock
@@ -201,6 +201,8 @@ class Service:
             idle_seconds=settings.lanes.idle_seconds,
         )
         source = self.source = self._make_source(consumes, publisher, state_topic, store, groups)
+        self.metrics.follow(lambda: self.readiness()[0],
+                            source if isinstance(source, Backlog) else None)  # fmt: skip
         if settings.metrics.enabled:
             self.health = HealthServer(
                 self.metrics,

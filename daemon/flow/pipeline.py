@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import functools
 import logging
@@ -23,6 +24,7 @@ from daemon.flow.router import INVALID_LANE
 from daemon.intake.delivery import Delivery
 from daemon.intake.kinds import observation_time
 from daemon.kafka.publisher import EventPublisher
+from daemon.ops.logs import log_context
 from daemon.ops.metrics import Metrics
 from daemon.retry import Retrier
 from daemon.state.skymatch_groups import SkyMatchGroups
@@ -110,16 +112,18 @@ class Pipeline:
         self._on_product = on_product
 
     async def in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``func`` in the worker pool."""
+        """Run ``func`` in the worker pool (with this task's log fields)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(func, *args, **kwargs))
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        return await loop.run_in_executor(self._pool, call)
 
     async def _stage(
         self, timings: dict[str, float], name: str, func: Callable[..., T], *args: Any,
         **kwargs: Any,
     ) -> T:  # fmt: skip
         start = time.perf_counter()
-        result = await self.in_pool(func, *args, **kwargs)
+        with log_context(stage=name):
+            result = await self.in_pool(func, *args, **kwargs)
         elapsed = time.perf_counter() - start
         timings[name] = round(timings.get(name, 0.0) + elapsed, 6)
         self._metrics.stage_seconds.labels(name).observe(elapsed)
@@ -135,6 +139,11 @@ class Pipeline:
         Returns True, without settling it, when ``may_park`` and it is a science exposure
         that must wait for its stack: the lane parks it and hands it back when it may go.
         """
+        stack_key = None if key == INVALID_LANE else key
+        with log_context(exposure_id=delivery.event.exposure_id, stack_key=stack_key):
+            return await self._process(delivery, key, may_park)
+
+    async def _process(self, delivery: Delivery, key: str, may_park: bool) -> bool:
         self._metrics.inflight.inc()
         try:
             timings: dict[str, float] = {}
@@ -197,16 +206,17 @@ class Pipeline:
         With a product topic, the quarantine is announced by a ``FAILED`` ProductEvent
         (reason and detail), so that a producer on Kafka sees what became of its exposure.
         """
-        await self._retrier.call(
-            QUARANTINE_FOLDER,
-            lambda: self.in_pool(
-                self._quarantine.put,
-                delivery.event.path,
-                reason=exc.reason,
-                detail=exc.detail,
-                source=delivery.source,
-            ),
-        )
+        with log_context(outcome="quarantined"):
+            await self._retrier.call(
+                QUARANTINE_FOLDER,
+                lambda: self.in_pool(
+                    self._quarantine.put,
+                    delivery.event.path,
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    source=delivery.source,
+                ),
+            )
         stack_key = None if key == INVALID_LANE else key
         failed = ProductEvent.failed(
             delivery.event, exc.reason, exc.detail, software_version=__version__,
@@ -258,7 +268,8 @@ class Pipeline:
         except ValueError as exc:
             self._metrics.members_rejected.labels("shape").inc()
             raise InvalidInput("stack_mismatch", f"{event.path.name}: {exc}") from exc
-        log.info("%s joined stack %s (%d member(s))", event.path.name, key, depth)
+        log.info("%s joined stack %s (%d member(s))", event.path.name, key, depth,
+                 extra={"outcome": "background", "durations": timings})  # fmt: skip
         await self._acknowledge(delivery, "background", None)
         self._metrics.processed.labels("background").inc()
 
@@ -336,6 +347,7 @@ class Pipeline:
             PRODUCTS_FOLDER,
             lambda: self._stage(timings, "write", self._sink.write, product, written),
         )
+        self._metrics.last_product_time.set(time.time())
         path = summary.product_path
         if choice.level is not None:
             self._metrics.background_level.labels(key).set(choice.level)
@@ -349,6 +361,7 @@ class Pipeline:
             choice.method,
             "n/a" if choice.level is None else f"{choice.level:.3f}",
             " ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()),
+            extra={"outcome": status.lower(), "durations": timings},
         )
         for note in choice.notes:
             log.info("%s: %s", event.path.name, note)

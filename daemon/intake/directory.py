@@ -165,7 +165,7 @@ class DirectorySource:
         self._ledger = ledger
         self._metrics = metrics
         self._pending: dict[str, _Pending] = {}
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, float] = {}  # handed on, not acknowledged: first seen
         self._ready: asyncio.Queue[Delivery] = asyncio.Queue(max_ready)
         self._wake = asyncio.Event()
         self._observer: BaseObserver | None = None
@@ -186,6 +186,15 @@ class DirectorySource:
             and not self._in_flight
             and self._ready.empty()
         )
+
+    def oldest_unsettled(self) -> float | None:
+        """``time.monotonic()`` when the oldest pending or unacknowledged file was first seen."""
+        seen = [pending.first_seen for pending in self._pending.values()]
+        return min([*seen, *self._in_flight.values()], default=None)
+
+    def backlog(self) -> int:
+        """Files seen and not settled: pending, or handed on and not yet acknowledged."""
+        return len(self._pending) + len(self._in_flight)
 
     def reconfigure(self, settings: DirectorySourceSettings) -> None:
         """Take new timings (settle, incomplete timeout, check and rescan periods) live.
@@ -403,7 +412,7 @@ class DirectorySource:
         else:
             return None
         del self._pending[look.path]
-        self._in_flight.add(look.path)
+        self._in_flight[look.path] = pending.first_seen
         self._metrics.received.labels(self.name).inc()
 
         async def acknowledge(outcome: str, product: str | None) -> None:
@@ -414,7 +423,7 @@ class DirectorySource:
                 outcome=outcome,
                 product=product,
             )
-            self._in_flight.discard(look.path)
+            self._in_flight.pop(look.path, None)
 
         return Delivery(
             event=ExposureEvent.for_file(Path(look.path)),

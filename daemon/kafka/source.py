@@ -28,7 +28,9 @@ __all__ = ["KafkaSource"]
 
 log = logging.getLogger("skystream.source.kafka")
 
-_POLL = "kafka poll"
+_POLL, _LAG = "kafka poll", "kafka lag"
+#: Seconds between two readings of the partitions' end offsets (the lag gauges).
+LAG_REFRESH_SECONDS = 5.0
 
 #: Awaited with newly assigned partitions before any of their events is fetched.
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -41,6 +43,8 @@ class _Partition:
     tp: TopicPartition
     committed: int
     pending: set[int] = field(default_factory=set)  # delivered, not yet settled
+    seen: dict[int, float] = field(default_factory=dict)  # fetched, unsettled: monotonic time
+    lag: int = 0  # the broker's end offset - committed, at the last refresh
     next: int | None = None  # offset after the last delivered event
     buffered: int = 0  # fetched, not yet delivered
     held: int = 0  # delivered, waiting behind a full lane
@@ -146,6 +150,7 @@ class KafkaSource:
         self._consumer = consumer
         self._supervisor = supervisor
         supervisor.spawn(_POLL, lambda: self._poll(consumer))
+        supervisor.spawn(_LAG, lambda: self._refresh_lag(consumer))
         log.info("consuming %s from %s as group %s", s.topic, self._options["bootstrap_servers"],
                  s.group_id)  # fmt: skip
 
@@ -154,6 +159,7 @@ class KafkaSource:
         consumer, self._consumer = self._consumer, None
         if self._supervisor is not None:
             await self._supervisor.cancel(_POLL)
+            await self._supervisor.cancel(_LAG)
             self._supervisor = None
         self._queue.put_nowait(None)
         if consumer is None:
@@ -190,12 +196,14 @@ class KafkaSource:
                     with contextlib.suppress(IllegalStateError):
                         consumer.seek(tp, messages[0].offset)
                     continue
+                fetched = time.monotonic()
                 for message in messages:
+                    part.seen.setdefault(message.offset, fetched)
                     self._queue.put_nowait((part, message))
                 part.buffered += len(messages)
                 self._metrics.kafka_consumed.labels(tp.topic).inc(len(messages))
                 self._flow(part)
-            self._update_gauges(consumer)
+            self._update_gauges()
 
     def _flow(self, part: _Partition) -> None:
         """Pause a partition that is held or full, resume it once neither (with hysteresis)."""
@@ -218,13 +226,42 @@ class KafkaSource:
 
         return hold
 
-    def _update_gauges(self, consumer: AIOKafkaConsumer) -> None:
-        for tp, part in self._parts.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                lag = max(highwater - max(part.committed, 0), 0)
-                self._metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(lag)
+    def _update_gauges(self) -> None:
         self._metrics.kafka_paused.set(sum(part.paused for part in self._parts.values()))
+
+    async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every assigned partition's end offset from the brokers, paused or not.
+
+        The fetch position's high watermark stops moving while a partition is paused, so
+        the lag comes from a ListOffsets request of its own on a timer instead.
+        """
+        while True:
+            parts = list(self._parts.values())
+            if parts:
+                try:
+                    ends = await asyncio.wait_for(
+                        consumer.end_offsets([part.tp for part in parts]), LAG_REFRESH_SECONDS
+                    )
+                except (TimeoutError, KafkaError) as exc:
+                    log.debug("end offsets unavailable (%s): lag gauges keep their last value",
+                              exc or type(exc).__name__)  # fmt: skip
+                    ends = {}
+                for part in parts:
+                    if part.tp in ends and self._parts.get(part.tp) is part:
+                        self._set_lag(part, ends[part.tp])
+            await asyncio.sleep(LAG_REFRESH_SECONDS)
+
+    def _set_lag(self, part: _Partition, end: int) -> None:
+        part.lag = max(end - max(part.committed, 0), 0)
+        self._metrics.kafka_lag.labels(part.tp.topic, str(part.tp.partition)).set(part.lag)
+
+    def oldest_unsettled(self) -> float | None:
+        """``time.monotonic()`` when the oldest fetched, unsettled event was fetched."""
+        return min((t for part in self._parts.values() for t in part.seen.values()), default=None)
+
+    def backlog(self) -> int:
+        """Events of the assigned partitions not committed yet (at the last lag refresh)."""
+        return sum(part.lag for part in self._parts.values())
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         """Events in partition order; malformed ones go to the dead-letter topic."""
@@ -249,6 +286,7 @@ class KafkaSource:
             except InvalidInput as exc:
                 await self._dead_letter(message, exc)
                 part.pending.discard(message.offset)
+                part.seen.pop(message.offset, None)
                 continue
             yield Delivery(
                 event=event,
@@ -264,6 +302,7 @@ class KafkaSource:
             if self._parts.get(part.tp) is not part:
                 return  # the partition was given away; its new owner delivers it again
             part.pending.discard(offset)
+            part.seen.pop(offset, None)
             self._progress.set()
 
         return acknowledge

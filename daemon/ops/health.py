@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,6 +34,9 @@ class HealthServer:
         answers 503 until then (the Kubernetes startup probe).
     host, port : str, int
         Listen address; port 0 picks a free port (see `port` after `start`).
+    routes : iterable of aiohttp.web.RouteDef, optional
+        More pages on the same port (e.g. ``web.get("/sky", handler)``); `add_routes`
+        adds others before `start`.
     """
 
     def __init__(
@@ -45,7 +48,9 @@ class HealthServer:
         *,
         host: str,
         port: int,
+        routes: Iterable[web.RouteDef] = (),
     ) -> None:
+        self._routes: list[web.RouteDef] = list(routes)
         self._metrics = metrics
         self._readiness = readiness
         self._liveness = liveness
@@ -54,6 +59,12 @@ class HealthServer:
         self._requested_port = port
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+
+    def add_routes(self, routes: Iterable[web.RouteDef]) -> None:
+        """Serve more pages on this port; call before `start`."""
+        if self._runner is not None:
+            raise RuntimeError("routes must be added before the server starts")
+        self._routes.extend(routes)
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)
@@ -83,6 +94,7 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/startupz", self._startupz)
+        app.router.add_routes(self._routes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._requested_port)

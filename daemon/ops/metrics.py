@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import platform
+import time
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import astropy
 import numpy as np
@@ -19,7 +22,7 @@ from prometheus_client import (
 from daemon.errors import QUARANTINE_REASONS
 from processors import __version__
 
-__all__ = ["OUTCOMES", "STAGES", "Metrics"]
+__all__ = ["OUTCOMES", "STAGES", "Backlog", "Metrics"]
 
 STAGES: tuple[str, ...] = ("read", "background", "combine", "subtract", "write", "skymatch")
 OUTCOMES: tuple[str, ...] = (
@@ -32,6 +35,21 @@ OUTCOMES: tuple[str, ...] = (
 SOURCES: tuple[str, ...] = ("directory", "batch", "kafka")
 # Seconds-long CPU work: 10 ms to 60 s.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@runtime_checkable
+class Backlog(Protocol):
+    """A source that knows what it holds unsettled (the folder and Kafka sources)."""
+
+    name: str
+
+    def oldest_unsettled(self) -> float | None:
+        """``time.monotonic()`` when the oldest unsettled exposure was first seen (None: none)."""
+        ...
+
+    def backlog(self) -> int:
+        """Exposures at the source that are not settled yet."""
+        ...
 
 
 class Metrics:
@@ -101,6 +119,29 @@ class Metrics:
         self.inflight = Gauge(
             "skystream_inflight_exposures",
             "Exposures being processed right now.",
+            registry=registry,
+        )
+        self.oldest_unsettled_age = Gauge(
+            "skystream_oldest_unsettled_age_seconds",
+            "Age of the oldest exposure seen and not yet settled (pending, buffered, waiting, "
+            "held, parked or in flight); 0 when there is none.",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "skystream_backlog_exposures",
+            "Exposures the source has and that are not settled yet (a folder: pending and "
+            "unacknowledged files; Kafka: end offsets - committed offsets).",
+            ["source"],
+            registry=registry,
+        )
+        self.last_product_time = Gauge(
+            "skystream_last_product_timestamp_seconds",
+            "Unix time of the last durable product (0 before the first).",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "skystream_ready",
+            "1 while /readyz answers 200, else 0 (/readyz says why).",
             registry=registry,
         )
         self.pending_files = Gauge(
@@ -191,7 +232,8 @@ class Metrics:
         )
         self.kafka_lag = Gauge(
             "skystream_kafka_consumer_lag",
-            "Events not yet committed, per assigned partition (high watermark - committed).",
+            "Events not yet committed, per assigned partition (the broker's end offset - "
+            "committed), refreshed on a timer whether the partition is paused or not.",
             ["topic", "partition"],
             registry=registry,
         )
@@ -230,3 +272,28 @@ class Metrics:
         self.members_rejected.labels("shape")
         for reason in QUARANTINE_REASONS:
             self.kafka_dead_lettered.labels(reason)
+
+    def follow(self, ready: Callable[[], bool], source: Backlog | None) -> None:
+        """Compute the readiness, oldest-unsettled and backlog gauges at each scrape.
+
+        They come from the bookkeeping the service acts on (what ``/readyz`` answers, what
+        the source has not seen acknowledged), never from counts of past events, so they
+        keep telling the truth while nothing moves.
+
+        Parameters
+        ----------
+        ready : callable
+            True while ``/readyz`` answers 200.
+        source : Backlog or None
+            The source; None for a finite batch (the two gauges then stay 0).
+        """
+        self.ready.set_function(lambda: float(ready()))
+        if source is None:
+            return
+
+        def age() -> float:
+            since = source.oldest_unsettled()
+            return 0.0 if since is None else max(time.monotonic() - since, 0.0)
+
+        self.oldest_unsettled_age.set_function(age)
+        self.backlog.labels(source.name).set_function(lambda: float(source.backlog()))
