@@ -96,11 +96,8 @@ def err_weighted_mean(sci: np.ndarray, reference: np.ndarray, var: np.ndarray) -
     The least-squares factor of ``sci ~ factor * ref`` with weights ``1 / var``; pixels
     with a non-finite value or ``var == 0`` are left out (jwst's ``err_weighted_mean``).
     """
-    sci, reference, var = (np.asarray(a) for a in (sci, reference, var))
-    with np.errstate(invalid="ignore"):
-        usable = np.isfinite(sci) & np.isfinite(reference) & np.isfinite(var) & (var != 0)
-    index = np.flatnonzero(usable)
-    s, r, w = _usable_vectors(sci, reference, var, index)
+    sci, reference, var = np.broadcast_arrays(sci, reference, var)
+    index, s, r, w = _usable_vectors(sci, reference, var, np.ones(sci.shape, dtype=bool))
     return float(_weighted_sums(s, r, w, index.size))
 
 
@@ -199,18 +196,69 @@ def _keep_between(
     return kept
 
 
+@nb.njit(nogil=True, cache=True)
+def _quantile(values: np.ndarray, n: int, q: float, sample: np.ndarray) -> float:
+    """``np.quantile(values[:n], q)`` (linear), selecting rather than sorting everything.
+
+    The sorted strided ``sample`` brackets the two ranks needed (a margin of four binomial
+    standard deviations); one pass counts the values below the bracket and another gathers
+    those inside, and only these are sorted. If the bracket misses, all values are sorted.
+    """
+    m = sample.size
+    position = (n - 1) * q  # numpy's virtual index for the 'linear' method
+    k = int(np.floor(position))
+    k_next = min(k + 1, n - 1)
+    centre = q * (m - 1)
+    margin = 4.0 * np.sqrt(m * q * (1.0 - q)) + 10.0
+    lo = sample[int(centre - margin)] if centre - margin >= 0 else -np.inf
+    top = int(centre + margin) + 1
+    hi = sample[top] if top < m else np.inf
+    below = 0
+    count = 0
+    for i in range(n):
+        v = values[i]
+        if v < lo:
+            below += 1
+        elif v <= hi:
+            count += 1
+    if below <= k and k_next < below + count:
+        inside = np.empty(count, values.dtype)
+        c = 0
+        for i in range(n):
+            v = values[i]
+            if lo <= v <= hi:
+                inside[c] = v
+                c += 1
+        inside.sort()
+        a, b = inside[k - below], inside[k_next - below]
+    else:
+        ordered = np.sort(values[:n])
+        a, b = ordered[k], ordered[k_next]
+    t = position - k
+    # numpy's _lerp, so that the cut equals np.percentile's to the last bit
+    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+
+
+def _percentile_cuts(values: np.ndarray, n: int, percent: float) -> tuple[float, float]:
+    """``np.percentile(values[:n], (percent, 100 - percent))``, by selection."""
+    sample = np.sort(values[: n : max(n // 20_000, 1)])
+    low = _quantile(values, n, percent / 100.0, sample)
+    high = _quantile(values, n, (100.0 - percent) / 100.0, sample)
+    return low, high
+
+
 def _rejection(
     sci: np.ndarray,
     ref: np.ndarray,
     var: np.ndarray,
-    usable: np.ndarray,
+    region: np.ndarray,
     *,
     maxiter: int,
     percent: float,
     rms_stop: float,
     dispersion_axis: int | None,
 ) -> tuple[float, np.ndarray, int]:
-    """JWST's ``_ScalingFactorComputer`` on the usable pixels, kept as compact vectors.
+    """JWST's ``_ScalingFactorComputer`` on the usable pixels of ``region``, as vectors.
 
     Each iteration takes the weighted factor, then drops the residuals below the
     ``percent`` and above the ``100 - percent`` percentile; with ``rms_stop`` > 0 it stops
@@ -218,8 +266,7 @@ def _rejection(
     by less than that fraction. Returns the final factor, the rejected pixels and the
     iterations run.
     """
-    index = np.flatnonzero(usable)
-    s, r, w = _usable_vectors(sci, ref, var, index)
+    index, s, r, w = _usable_vectors(sci, ref, var, region)
     n = index.size
     residual = np.empty(n, dtype=np.float64)
     rejected = np.zeros(sci.size, dtype=bool)
@@ -234,19 +281,48 @@ def _rejection(
                     break
             last_rms = rms
         iterations += 1
-        lo, hi = np.percentile(residual[:n], (percent, 100.0 - percent))
+        lo, hi = _percentile_cuts(residual, n, percent)
         n = _keep_between(lo, hi, n, residual, index, s, r, w, rejected)
     return float(_weighted_sums(s, r, w, n)), rejected.reshape(sci.shape), iterations
 
 
+@nb.njit(nogil=True, cache=True)
+def _usable(inside: bool, s: float, r: float, v: float) -> bool:
+    return inside and np.isfinite(s) and np.isfinite(r) and np.isfinite(v) and v != 0
+
+
+@nb.njit(nogil=True, cache=True)
+def _gather(
+    sci: np.ndarray, ref: np.ndarray, var: np.ndarray, region: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Index, science, reference and ``1/var`` (float64) of the usable pixels, in order.
+
+    Usable: in ``region``, all three values finite, ``var != 0``.
+    """
+    n = 0
+    for i in range(sci.size):
+        n += _usable(region[i], sci[i], ref[i], var[i])
+    index = np.empty(n, np.int64)
+    s = np.empty(n, np.float64)
+    r = np.empty(n, np.float64)
+    w = np.empty(n, np.float64)
+    k = 0
+    for i in range(sci.size):
+        if _usable(region[i], sci[i], ref[i], var[i]):
+            index[k] = i
+            s[k] = sci[i]
+            r[k] = ref[i]
+            w[k] = 1.0 / float(var[i])
+            k += 1
+    return index, s, r, w
+
+
 def _usable_vectors(
-    sci: np.ndarray, ref: np.ndarray, var: np.ndarray, index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Science, reference and weight ``1/var`` of the given pixels, as float64 vectors."""
-    s = sci.ravel()[index].astype(np.float64)
-    r = ref.ravel()[index].astype(np.float64)
-    w = 1.0 / var.ravel()[index].astype(np.float64)
-    return s, r, w
+    sci: np.ndarray, ref: np.ndarray, var: np.ndarray, region: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_gather` on flat contiguous views of same-shape arrays."""
+    s, r, v = (np.ascontiguousarray(a).ravel() for a in (sci, ref, var))
+    return _gather(s, r, v, np.ascontiguousarray(region, dtype=bool).ravel())
 
 
 def _profile_rms(
@@ -437,11 +513,8 @@ def _jwst_scaling(
     dispersion_axis: int | None,
 ) -> ReferenceScaling:
     """The iterated error-weighted mean; FAILED with factor 0 when it is not finite."""
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(science.sci) & np.isfinite(ref) & np.isfinite(var)
-        usable = region & finite & (var != 0)
     factor, rejected, iterations = _rejection(
-        science.sci, ref, var, usable, maxiter=maxiter, percent=percent, rms_stop=rms_stop,
+        science.sci, ref, var, region, maxiter=maxiter, percent=percent, rms_stop=rms_stop,
         dispersion_axis=dispersion_axis,
     )  # fmt: skip
     if not np.isfinite(factor):

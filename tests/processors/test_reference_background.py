@@ -12,6 +12,7 @@ from astropy.io.fits import Header
 
 from processors import DQ, Exposure
 from processors.reference_background import (
+    _percentile_cuts,
     err_weighted_mean,
     reference_on_science_grid,
     robust_mean,
@@ -315,3 +316,12 @@ def test_reference_that_does_not_cover_the_science_is_a_clear_error() -> None:
 def test_invalid_parameters_name_themselves(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         scale_reference_background(Exposure(np.ones((8, 8))), np.ones((8, 8)), **kwargs)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 57, 20_001, 1_000_003])
+@pytest.mark.parametrize("percent", [0.0, 0.05, 0.1, 1.0, 2.0, 49.9])
+def test_rejection_cuts_are_numpy_percentiles_to_the_last_bit(n: int, percent: float) -> None:
+    rng = np.random.default_rng(n)
+    for values in (rng.normal(0, 1, n), rng.standard_cauchy(n), rng.integers(0, 5, n) * 1.0):
+        expected = np.percentile(values, (percent, 100 - percent))
+        assert _percentile_cuts(values, n, percent) == tuple(expected)
