@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,6 +93,17 @@ def check_fits_complete(
         return walk_fits(handle, max_bytes=max_bytes)
 
 
+def _parsed(header: fits.Header) -> fits.Header:
+    """``header`` once every card's value parses.
+
+    Astropy parses values only when asked; an unparsable card must fail here, as
+    ``invalid_header``, rather than later in whatever reads that keyword.
+    """
+    for card in header.cards:
+        _ = card.value
+    return header
+
+
 def _strip_structural(header: fits.Header) -> fits.Header:
     clean = header.copy(strip=True)
     for key in list(clean.keys()):
@@ -155,7 +166,7 @@ def read_primary_header(path: Path, *, max_bytes: int = DEFAULT_MAX_EXPOSURE_BYT
         header = _strip_structural(hdul[0].header)
         if "SCI" in hdul:
             header.update(_strip_structural(hdul["SCI"].header))
-        return header
+        return _parsed(header)
 
 
 def _image_hdu(hdul: fits.HDUList) -> fits.ImageHDU | fits.PrimaryHDU | None:
@@ -221,7 +232,8 @@ def read_exposure(
         hdu = _image_hdu(hdul)
         if hdu is None or hdu.size == 0 or hdu.data is None:
             raise InvalidInput("no_image_data", f"{path.name}: no SCI or image data in any HDU")
-        sci = np.asarray(hdu.data, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: +-inf, excluded like NaN
+            sci = np.asarray(hdu.data, dtype=np.float32)
         dims = (2, 3) if allow_cubes else (2,)
         if sci.ndim not in dims:
             raise InvalidInput(
@@ -237,7 +249,10 @@ def read_exposure(
         header = _strip_structural(hdul[0].header)
         if hdu is not hdul[0]:
             header.update(_strip_structural(hdu.header))
-        return Exposure(sci=sci, err=err, dq=dq, header=header, wcs=_wcs_of(hdu.header))
+        with np.errstate(over="ignore"):
+            return Exposure(
+                sci=sci, err=err, dq=dq, header=_parsed(header), wcs=_wcs_of(hdu.header)
+            )
 
 
 @contextlib.contextmanager
@@ -262,17 +277,25 @@ def _atomic(path: Path, *, fsync: bool) -> Iterator[IO[bytes]]:
             os.close(directory)
 
 
-def write_exposure(exposure: Exposure, path: Path, *, fsync: bool = True) -> None:
+def write_exposure(
+    exposure: Exposure,
+    path: Path,
+    *,
+    fsync: bool = True,
+    extensions: Sequence[tuple[str, np.ndarray, fits.Header]] = (),
+) -> None:
     """Write an exposure atomically in the JWST layout (PRIMARY + SCI [+ ERR] + DQ).
 
     The file appears under ``path`` only once complete; a crash leaves at most a hidden
     temporary file, which `remove_stale_temporaries` deletes at the next start.
+    ``extensions`` (name, data, header) follow DQ (a saved background).
     """
     sci_header = exposure.wcs.to_header() if exposure.wcs is not None else fits.Header()
     images = [("SCI", exposure.sci, sci_header)]
     if exposure.err is not None:
         images.append(("ERR", exposure.err, fits.Header()))
     images.append(("DQ", exposure.dq, fits.Header()))
+    images.extend(extensions)
     with _atomic(path, fsync=fsync) as handle:
         write_image_hdus(handle, _strip_structural(exposure.header), images)
 

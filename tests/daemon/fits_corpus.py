@@ -42,12 +42,12 @@ def _to_bytes(hdus: list[fits.hdu.base.ExtensionHDU]) -> bytes:
 
 def templates() -> dict[str, bytes]:
     """Valid exposures of several layouts, as bytes."""
-    jwst = small_exposure(size=16)
-    cube = small_exposure(size=12, nints=2)
+    jwst = small_exposure(size=32)
+    cube = small_exposure(size=24, nints=2)
     header = fits.Header({"INSTRUME": "SIMCAM", "DETECTOR": "SIM1", "FILTER": "J"})
     rng = np.random.default_rng(3)
-    plain = fits.PrimaryHDU(rng.normal(100, 5, (12, 10)).astype(">f8"), header=header)
-    scaled = fits.PrimaryHDU(rng.integers(0, 1000, (9, 11)).astype(np.int16), header=header)
+    plain = fits.PrimaryHDU(rng.normal(100, 5, (24, 20)).astype(">f8"), header=header)
+    scaled = fits.PrimaryHDU(rng.integers(0, 1000, (18, 22)).astype(np.int16), header=header)
     scaled.header["BSCALE"], scaled.header["BZERO"] = 0.5, 10.0
     table = fits.BinTableHDU.from_columns(
         [fits.Column(name="level", format="E", array=np.arange(4, dtype=np.float32))]

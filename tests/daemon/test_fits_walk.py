@@ -152,12 +152,12 @@ def test_huge_size_claims_are_too_large_at_once(tmp_path: Path, jwst: bytes) -> 
 
 
 def test_headers_announcing_more_than_the_limit(tmp_path: Path, jwst: bytes) -> None:
-    # Primary (2 blocks) and SCI header (1 block); its 16 x 16 float32 data, one block,
+    # Primary (2 blocks) and SCI header (1 block); its 32 x 32 float32 data, two blocks,
     # is not there yet. A limit one byte short of where that data would end refuses it.
     path = _file(tmp_path, jwst[: 3 * BLOCK])
     assert check_fits_complete(path)[0] == "incomplete"
-    assert check_fits_complete(path, max_bytes=4 * BLOCK)[0] == "incomplete"
-    assert check_fits_complete(path, max_bytes=4 * BLOCK - 1)[0] == "too_large"
+    assert check_fits_complete(path, max_bytes=5 * BLOCK)[0] == "incomplete"
+    assert check_fits_complete(path, max_bytes=5 * BLOCK - 1)[0] == "too_large"
 
 
 def test_ten_bytes_of_junk_are_not_fits_but_a_prefix_is_incomplete(tmp_path: Path) -> None:
