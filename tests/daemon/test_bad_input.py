@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from tests.conftest import (
     wait_for_count,
     wait_until,
 )
+from tests.daemon.fits_corpus import card_at, set_value, with_card
 
 pytestmark = pytest.mark.asyncio
 
@@ -126,3 +129,78 @@ async def test_quarantined_files_are_not_taken_again_after_restart(tmp_path: Pat
     async with running(settings) as service:
         await wait_until(lambda: service.source is not None and service.source.idle)
         assert metric(service, "skystream_exposures_received_total", {"source": "directory"}) == 0
+
+
+def _with_value(path: Path, hdu: int, keyword: str, value: object) -> None:
+    data = set_value(path.read_bytes(), hdu, keyword, value)
+    assert data is not None
+    path.write_bytes(data)
+
+
+def _looping_extension(folder: Path) -> None:
+    # On main this header spun the completeness check at 50 % CPU forever.
+    extension = fits.ImageHDU(np.zeros(0, np.uint8)).header
+    data = fits.PrimaryHDU().header.tostring().encode() + extension.tostring().encode()
+    looping = set_value(data, 1, "NAXIS1", -2880)
+    assert looping is not None
+    (folder / "looping.fits").write_bytes(looping)
+
+
+def _structural(name: str, hdu: int, keyword: str, value: object) -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        scratch = folder.parent / f"scratch-{name}"
+        write_exposure(small_exposure(), scratch)
+        _with_value(scratch, hdu, keyword, value)
+        os.replace(scratch, folder / name)
+
+    return make
+
+
+def _no_end(folder: Path) -> None:
+    scratch = folder.parent / "scratch-no-end"
+    write_exposure(small_exposure(), scratch)
+    data = scratch.read_bytes()
+    at = card_at(data, 1, "END")
+    assert at is not None
+    (folder / "no_end.fits").write_bytes(with_card(data, at, b""))
+
+
+STRUCTURAL_DEFECTS = {
+    "looping.fits": (_looping_extension, "invalid_header"),
+    "bitpix.fits": (_structural("bitpix.fits", 1, "BITPIX", 7), "invalid_header"),
+    "naxis1_negative.fits": (
+        _structural("naxis1_negative.fits", 1, "NAXIS1", -1),
+        "invalid_header",
+    ),
+    "no_end.fits": (_no_end, "invalid_header"),
+    "huge.fits": (_structural("huge.fits", 1, "NAXIS2", 10**15), "too_large"),
+    "junk.fits": (lambda folder: (folder / "junk.fits").write_bytes(b"0123456789"), "not_fits"),
+}
+
+
+async def test_structural_defects_are_refused_at_once_with_precise_reasons(
+    tmp_path: Path,
+) -> None:
+    # The incomplete timeout is far beyond the wait below: none of these may wait for it.
+    settings = test_settings(tmp_path, source={"directory": {"incomplete_timeout_seconds": 3600}})
+    inbox = settings.source.directory.path
+    quarantine = settings.quarantine.directory
+    async with running(settings) as service:
+        for make, _ in STRUCTURAL_DEFECTS.values():
+            make(inbox)
+        drop_fits(inbox, "good.fits")
+
+        def all_refused() -> bool:
+            return all(
+                (quarantine / f"{name}.reason.json").exists() for name in STRUCTURAL_DEFECTS
+            )
+
+        await wait_until(all_refused, timeout=30)
+        await wait_until(lambda: len(products_in(settings.output.directory)) == 1)
+        assert metric(service, "skystream_exposures_quarantined_total",
+                      {"reason": "processing_error"}) == 0  # fmt: skip
+    for name, (_, reason) in STRUCTURAL_DEFECTS.items():
+        record = json.loads((quarantine / f"{name}.reason.json").read_text())
+        assert record["reason"] == reason, (name, record["detail"])
+    looping = json.loads((quarantine / "looping.fits.reason.json").read_text())
+    assert looping["detail"] == "looping.fits: HDU 1: NAXIS1 = -2880 is negative"
