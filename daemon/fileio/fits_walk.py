@@ -12,8 +12,9 @@ The verdicts, and which of them may still change while a writer is at work:
     Every HDU is whole and the last one ends exactly at the end of the file.
 ``incomplete``
     What is there is valid FITS, but more bytes are needed (a header without its ``END``
-    card yet, data cut short, a partial block). Only this verdict waits for the incomplete
-    timeout; when it runs out, the file is ``truncated``.
+    card yet, data cut short, a partial block, data without its padding to a whole
+    block). Only this verdict waits for the incomplete timeout; when it runs out, the
+    file is ``truncated``.
 ``not_fits``
     The file does not begin with a ``SIMPLE = T`` card (ten bytes of junk are not FITS;
     only a prefix of that card is still ``incomplete``).
@@ -42,12 +43,10 @@ import re
 from typing import IO, Literal
 
 __all__ = [
-    "BLOCK",
     "DEFAULT_MAX_EXPOSURE_BYTES",
     "FitsState",
     "MAX_HDUS",
     "MAX_HEADER_CARDS",
-    "REFUSALS",
     "walk_fits",
 ]
 
@@ -59,10 +58,6 @@ DEFAULT_MAX_EXPOSURE_BYTES = 4 * 2**30
 FitsState = Literal[
     "complete", "incomplete", "not_fits", "invalid_header", "too_large", "not_a_file"
 ]
-#: The verdicts that no later byte can change; each is also a quarantine reason.
-REFUSALS: frozenset[FitsState] = frozenset(
-    {"not_fits", "invalid_header", "too_large", "not_a_file"}
-)
 
 _BITPIX = frozenset({8, 16, 32, 64, -32, -64})
 _MAX_NAXIS = 999
