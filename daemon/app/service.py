@@ -30,6 +30,9 @@ from daemon.kafka.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
 from daemon.ops.conditions import Conditions
 from daemon.ops.health import HealthServer
 from daemon.ops.metrics import Backlog, Metrics
+from daemon.ops.night_record import NightRecord
+from daemon.ops.quicklooks import Quicklooks
+from daemon.ops.sky_page import SkyPage
 from daemon.ops.supervisor import Supervisor
 from daemon.retry import Retrier
 from daemon.state.lock import StateFolderLock
@@ -80,6 +83,8 @@ class Service:
         self.retrier = Retrier(self.conditions)
         self._source_override = source
         self._on_product = on_product
+        self.night = NightRecord()
+        self.quicklooks: Quicklooks | None = None
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._warm = asyncio.Event()
@@ -88,6 +93,11 @@ class Service:
         self.lanes: Lanes | None = None
         self.health: HealthServer | None = None
         self.supervisor: Supervisor | None = None
+
+    def _product_finished(self, event: ProductEvent) -> None:
+        self.night.add_product(event)
+        if self._on_product is not None:
+            self._on_product(event)
 
     def request_stop(self) -> None:
         """Ask the service to drain in-flight work and stop (signal-handler safe)."""
@@ -173,6 +183,11 @@ class Service:
             self.retrier,
             on_stack_saved=_state_sink(state_topic, STACK_PREFIX),
         )
+        quicklooks = self.quicklooks = (
+            Quicklooks(fsync=settings.output.fsync, on_written=self.night.add_quicklook)
+            if settings.output.quicklook
+            else None
+        )
         pipeline = Pipeline(
             settings,
             pool=pool,
@@ -188,7 +203,8 @@ class Service:
             retrier=self.retrier,
             skymatch=groups,
             publisher=publisher,
-            on_product=self._on_product,
+            on_product=self._product_finished,
+            quicklooks=quicklooks,
         )
         lanes = self.lanes = Lanes(
             pipeline.process,
@@ -211,6 +227,14 @@ class Service:
                 self._warm.is_set,
                 host=settings.metrics.host,
                 port=settings.metrics.port,
+                routes=SkyPage(
+                    self.night,
+                    state=settings.state.directory,
+                    products=settings.output.directory,
+                    quarantine=settings.quarantine.directory,
+                    readiness=self.readiness,
+                    quicklooks=quicklooks,
+                ).routes(),
             )
             await self.health.start()
             stack.push_async_callback(self.health.stop)
@@ -218,6 +242,10 @@ class Service:
         # meanwhile and /readyz says why it is not ready.
         await asyncio.to_thread(warm_up)
         await asyncio.to_thread(store.restore)
+        if self.health is not None:  # the live page shows the night so far
+            await asyncio.to_thread(
+                self.night.restore, settings.output.directory, settings.output.suffix
+            )
         if groups is not None:
             await asyncio.to_thread(groups.restore)
         self._warm.set()
@@ -228,6 +256,10 @@ class Service:
             return
         # Unwound in reverse: the router stops first, then the lanes drain, and the source
         # stops last so that it records (commits) what the drain finished.
+        if quicklooks is not None:  # unwound after the lanes drained: their pictures too
+            stack.callback(quicklooks.close)
+            stack.push_async_callback(quicklooks.drain, settings.shutdown.grace_seconds)
+            rendering = supervisor.spawn("quicklooks", lambda: quicklooks.run(rendering))
         stack.push_async_callback(source.stop)
         stack.push_async_callback(self._drain, lanes)
         stack.push_async_callback(supervisor.cancel, "router")

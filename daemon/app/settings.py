@@ -29,6 +29,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from daemon.errors import Fatal
 from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES
+from daemon.fileio.saved_background import SaveBackground
 from processors import bad_pixel_mask
 from processors.background import ENGINES, ESTIMATORS, Engine, Estimator
 from processors.combine import Combine
@@ -190,6 +191,16 @@ class OutputSettings(_Section):
     sidecar: bool = Field(True, description="Write a JSON summary beside each product.")
     fsync: bool = Field(
         True, description="fsync products and their folder before a file counts as done."
+    )
+    quicklook: bool = Field(
+        False,
+        description="Write <product>.png beside each product: input, background and residual "
+        "(rendered off the hot path; dropped rather than waited for).",
+    )
+    save_background: SaveBackground = Field(
+        "none",
+        description="Save the subtracted background in the product: none; mesh: the model's "
+        "mesh and the cards that re-create the map (BKGMESH); full: the map (BKG).",
     )
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from daemon.errors import InvalidInput
 from daemon.events import ExposureEvent, ProductEvent, path_of
 from daemon.fileio.fits_io import remove_stale_temporaries, write_exposure, write_json
 from daemon.fileio.names import MAX_NAME_BYTES, bounded_name
+from daemon.fileio.saved_background import Extension
 from processors import Exposure
 
 __all__ = ["DirectorySink"]
@@ -87,12 +89,14 @@ class DirectorySink:
                 f"{Path(input_uri).name}: its product {path.name} belongs to {owner}",
             )
 
-    def write(self, product: Exposure, summary: ProductEvent) -> ProductEvent:
+    def write(
+        self, product: Exposure, summary: ProductEvent, extensions: Sequence[Extension] = ()
+    ) -> ProductEvent:
         """Write the product and its sidecar (blocking; call from a worker thread).
 
         Returns the summary with the product's write time added to its timings and the
         input's size and modification time: exactly what the sidecar holds and what is
-        published.
+        published. ``extensions`` follow DQ in the product (a saved background).
 
         Raises
         ------
@@ -110,14 +114,16 @@ class DirectorySink:
             self._writing[path] = summary.input_uri
         try:
             self.check_name(summary.exposure_id, summary.input_uri)
-            return self._write(product, path, summary)
+            return self._write(product, path, summary, extensions)
         finally:
             with self._lock:
                 self._writing.pop(path, None)
 
-    def _write(self, product: Exposure, path: Path, summary: ProductEvent) -> ProductEvent:
+    def _write(
+        self, product: Exposure, path: Path, summary: ProductEvent, extensions: Sequence[Extension]
+    ) -> ProductEvent:
         start = time.perf_counter()
-        write_exposure(product, path, fsync=self._settings.fsync)
+        write_exposure(product, path, fsync=self._settings.fsync, extensions=extensions)
         timings = dict(summary.timings)
         timings["write"] = round(timings.get("write", 0.0) + time.perf_counter() - start, 6)
         update: dict[str, object] = {"timings": timings}

@@ -19,7 +19,7 @@ from astropy.visualization import (
     BaseInterval,
     BaseStretch,
     LinearStretch,
-    MinMaxInterval,
+    PercentileInterval,
     ZScaleInterval,
 )
 from PIL import Image, ImageDraw, ImageFont
@@ -28,6 +28,7 @@ from PIL.PngImagePlugin import PngInfo
 from daemon.fileio.fits_io import write_bytes
 
 __all__ = [
+    "BACKGROUND_PERCENT",
     "PANEL_MAX",
     "PANEL_TITLES",
     "Quicklook",
@@ -42,6 +43,8 @@ PANEL_MAX = 512
 #: Widest thumbnail (the whole quicklook scaled down) for the live page.
 THUMBNAIL_WIDTH = 360
 PANEL_TITLES = ("input", "background", "residual")
+#: Share of the background's pixels inside its display range.
+BACKGROUND_PERCENT = 99.5
 _MARGIN = 16
 _CAPTION = 30  # caption row height
 _TITLE = 22  # panel title row height
@@ -146,7 +149,11 @@ def _colour_bar(
 def _panel_images(
     input_image: np.ndarray, background: np.ndarray | None, residual: np.ndarray, factor: int
 ) -> list[tuple[np.ndarray, tuple[float, float]]]:
-    """Binned panels and their display limits (zscale for data, min-max for the model)."""
+    """Binned panels and their display limits.
+
+    Zscale for the data; for the background, its central `BACKGROUND_PERCENT` (a smooth
+    model's full range, the hot pixels of a combined stack cut).
+    """
     binned_input = bin_image(input_image, factor)
     binned_residual = bin_image(residual, factor)
     binned_background = (
@@ -156,7 +163,7 @@ def _panel_images(
     )
     return [
         (binned_input, _limits(binned_input, ZScaleInterval())),
-        (binned_background, _limits(binned_background, MinMaxInterval())),
+        (binned_background, _limits(binned_background, PercentileInterval(BACKGROUND_PERCENT))),
         (binned_residual, _limits(binned_residual, ZScaleInterval())),
     ]
 

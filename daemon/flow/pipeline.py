@@ -19,6 +19,7 @@ from daemon.events import ProductEvent
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
+from daemon.fileio.saved_background import background_extensions, background_map
 from daemon.flow.backgrounds import Choice, Chooser
 from daemon.flow.router import INVALID_LANE
 from daemon.intake.delivery import Delivery
@@ -26,6 +27,7 @@ from daemon.intake.kinds import observation_time
 from daemon.kafka.publisher import EventPublisher
 from daemon.ops.logs import log_context
 from daemon.ops.metrics import Metrics
+from daemon.ops.quicklooks import QuicklookJob, Quicklooks
 from daemon.retry import Retrier
 from daemon.state.skymatch_groups import SkyMatchGroups
 from processors import (
@@ -84,6 +86,8 @@ class Pipeline:
         acknowledged by the brokers before the input is.
     on_product : callable, optional
         Called with each `ProductEvent` (the demo's progress display).
+    quicklooks : Quicklooks, optional
+        Offered each finished product (``output.quicklook``); never waited for.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class Pipeline:
         skymatch: SkyMatchGroups | None = None,
         publisher: EventPublisher | None = None,
         on_product: Callable[[ProductEvent], None] | None = None,
+        quicklooks: Quicklooks | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -110,6 +115,7 @@ class Pipeline:
         self._skymatch = skymatch
         self._publisher = publisher
         self._on_product = on_product
+        self._quicklooks = quicklooks
 
     async def in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``func`` in the worker pool (with this task's log fields)."""
@@ -343,9 +349,12 @@ class Pipeline:
             produced_at=datetime.now(UTC),
         )
         written = summary
+        extensions = await self.in_pool(
+            background_extensions, choice.background, self._settings.output.save_background
+        )
         summary = await self._retrier.call(
             PRODUCTS_FOLDER,
-            lambda: self._stage(timings, "write", self._sink.write, product, written),
+            lambda: self._stage(timings, "write", self._sink.write, product, written, extensions),
         )
         self._metrics.last_product_time.set(time.time())
         path = summary.product_path
@@ -375,5 +384,23 @@ class Pipeline:
         await self._acknowledge(delivery, outcome, str(path))
         self._metrics.processed.labels(outcome).inc()
         self._metrics.latency_seconds.observe(time.monotonic() - delivery.arrived)
+        if self._quicklooks is not None:
+            self._quicklooks.offer(_quicklook_job(summary, exposure, choice, product))
         if self._on_product is not None:
             self._on_product(summary)
+
+
+def _quicklook_job(
+    summary: ProductEvent, exposure: Exposure, choice: Choice, product: Exposure
+) -> QuicklookJob:
+    """The quicklook of a product: its input, the background subtracted and the residual."""
+    return QuicklookJob(
+        exposure_id=summary.exposure_id,
+        path=summary.product_path.with_suffix(".png"),
+        input_image=exposure.sci,
+        background=background_map(choice.background),
+        residual=product.sci,
+        method=choice.method,
+        level=choice.level,
+        rms=choice.rms,
+    )

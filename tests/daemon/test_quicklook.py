@@ -10,10 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.visualization import MinMaxInterval, ZScaleInterval
+from astropy.visualization import PercentileInterval, ZScaleInterval
 from PIL import Image
 
-from daemon.fileio.quicklook import PANEL_MAX, Quicklook, bin_image, render_quicklook
+from daemon.fileio.quicklook import (
+    BACKGROUND_PERCENT,
+    PANEL_MAX,
+    Quicklook,
+    bin_image,
+    render_quicklook,
+)
 from daemon.ops.progress import Heartbeat
 from daemon.ops.quicklooks import QuicklookJob, Quicklooks
 from processors import model_exposure_background, simulate_exposure
@@ -55,7 +61,8 @@ def test_the_png_shows_input_background_and_residual_of_its_exposure(night) -> N
     # Each panel is its binned image through astropy's interval, to one grey level.
     binned = [bin_image(a, 2) for a in (sci, background, residual)]
     expected_input = _grey(binned[0], *ZScaleInterval().get_limits(binned[0]))
-    expected_background = _grey(binned[1], *MinMaxInterval().get_limits(binned[1]))
+    background_limits = PercentileInterval(BACKGROUND_PERCENT).get_limits(binned[1])
+    expected_background = _grey(binned[1], *background_limits)
     expected_residual = _grey(binned[2], *ZScaleInterval().get_limits(binned[2]))
     assert np.abs(shown_input - expected_input).max() <= 1
     assert np.abs(shown_background - expected_background).max() <= 1
