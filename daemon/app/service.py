@@ -264,7 +264,11 @@ class Service:
         stack.push_async_callback(self._drain, lanes)
         stack.push_async_callback(supervisor.cancel, "router")
         router = Router(
-            lanes, settings.routing.stack_key, in_pool, max_keys=settings.lanes.max_keys
+            lanes,
+            settings.routing.stack_key,
+            in_pool,
+            max_keys=settings.lanes.max_keys,
+            max_bytes=settings.input.max_exposure_bytes,
         )
 
         async def route() -> None:
@@ -341,6 +345,7 @@ class Service:
             settings.source.directory,
             Ledger(settings.state.directory / "ledger.sqlite"),
             self.metrics,
+            max_exposure_bytes=settings.input.max_exposure_bytes,
         )
 
     async def _connect(

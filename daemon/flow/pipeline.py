@@ -175,7 +175,11 @@ class Pipeline:
     async def _is_science(self, delivery: Delivery) -> bool:
         """The kind from the primary header alone (cheap: no pixels are read to park)."""
         try:
-            header = await self.in_pool(read_primary_header, delivery.event.path)
+            header = await self.in_pool(
+                read_primary_header,
+                delivery.event.path,
+                max_bytes=self._settings.input.max_exposure_bytes,
+            )
         except InvalidInput:
             return False  # not parked: reading it properly quarantines it
         return self._chooser.kind(delivery.event, header) == "science"
@@ -244,6 +248,7 @@ class Pipeline:
                 return await self._stage(
                     timings, "read", read_exposure, path,
                     allow_cubes=self._settings.input.allow_cubes,
+                    max_bytes=self._settings.input.max_exposure_bytes,
                 )  # fmt: skip
             except OSError as exc:
                 if exc.errno in _STORAGE_HICCUPS:

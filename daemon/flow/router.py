@@ -45,12 +45,16 @@ class Router:
         Runs blocking work (the header read) in the worker pool.
     max_keys : int
         The lanes' limit, for the refusal's message.
+    max_bytes : int
+        Largest input (``input.max_exposure_bytes``).
     """
 
     def __init__(
-        self, lanes: Lanes, stack_keys: list[str], in_pool: InPool, *, max_keys: int
-    ) -> None:
+        self, lanes: Lanes, stack_keys: list[str], in_pool: InPool, *, max_keys: int,
+        max_bytes: int,
+    ) -> None:  # fmt: skip
         self._lanes = lanes
+        self._max_bytes = max_bytes
         self._max_keys = max_keys
         self._stack_keys = stack_keys
         self._in_pool = in_pool
@@ -83,7 +87,7 @@ class Router:
             return delivery.event.stack_key, delivery  # the producer's (and Kafka's) key
         path: Path = delivery.event.path
         try:
-            header = await self._in_pool(read_primary_header, path)
+            header = await self._in_pool(read_primary_header, path, max_bytes=self._max_bytes)
         except InvalidInput as exc:
             problem = exc
         except OSError as exc:

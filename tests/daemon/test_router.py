@@ -62,7 +62,9 @@ async def test_each_delivery_reaches_the_lane_of_its_key(tmp_path: Path) -> None
 
     source = Keyed([good, junk, tmp_path / "keyed.fits"])
     heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
-    router = Router(lanes, ["INSTRUME", "DETECTOR", "FILTER"], _in_thread, max_keys=8)
+    router = Router(
+        lanes, ["INSTRUME", "DETECTOR", "FILTER"], _in_thread, max_keys=8, max_bytes=2**32
+    )
     await router.run(source, heartbeat)
     lanes.input_ended()
     await asyncio.wait_for(lanes.join(), 10)
@@ -94,7 +96,7 @@ async def test_a_key_beyond_the_limit_is_quarantined_as_too_many_keys(tmp_path: 
                   park_seconds=1.0, metrics=Metrics(CollectorRegistry()), max_keys=2,
                   idle_seconds=3600)  # fmt: skip
     heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
-    router = Router(lanes, ["DETECTOR"], _in_thread, max_keys=2)
+    router = Router(lanes, ["DETECTOR"], _in_thread, max_keys=2, max_bytes=2**32)
     await router.run(BatchSource(paths), heartbeat)
     lanes.input_ended()
     await asyncio.wait_for(lanes.join(), 10)
