@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io.fits import Header
+from astropy.io.fits.verify import VerifyError
 
 from daemon.errors import InvalidInput
 from daemon.fileio.fits_io import read_primary_header
@@ -88,13 +89,14 @@ class Router:
         path: Path = delivery.event.path
         try:
             header = await self._in_pool(read_primary_header, path, max_bytes=self._max_bytes)
+            return stack_key_of(header, self._stack_keys), delivery
         except InvalidInput as exc:
             problem = exc
         except OSError as exc:
             problem = InvalidInput("unreadable", f"{path.name}: {exc.strerror or exc}")
+        except VerifyError as exc:  # a stack-key card astropy cannot parse
+            problem = InvalidInput("invalid_header", f"{path.name}: {exc}")
         except Exception as exc:
             log.exception("cannot route %s", path.name)
             problem = InvalidInput("processing_error", f"{type(exc).__name__}: {exc}")
-        else:
-            return stack_key_of(header, self._stack_keys), delivery
         return INVALID_LANE, dataclasses.replace(delivery, problem=problem)
