@@ -34,6 +34,7 @@ from daemon.ops.night_record import NightRecord
 from daemon.ops.quicklooks import Quicklooks
 from daemon.ops.sky_page import SkyPage
 from daemon.ops.supervisor import Supervisor
+from daemon.ops.systemd import SystemdNotifier
 from daemon.retry import Retrier
 from daemon.state.lock import StateFolderLock
 from daemon.state.skymatch_groups import SkyMatchGroups
@@ -93,6 +94,7 @@ class Service:
         self.lanes: Lanes | None = None
         self.health: HealthServer | None = None
         self.supervisor: Supervisor | None = None
+        self._systemd = SystemdNotifier.from_environment()
 
     def _product_finished(self, event: ProductEvent) -> None:
         self.night.add_product(event)
@@ -103,6 +105,8 @@ class Service:
         """Ask the service to drain in-flight work and stop (signal-handler safe)."""
         if not self._stop.is_set():
             log.info("stop requested: finishing in-flight exposures")
+            if self._systemd is not None:
+                self._systemd.stopping()
         self._stop.set()
 
     async def wait_started(self) -> None:
@@ -280,6 +284,10 @@ class Service:
         if groups is not None:
             supervisor.spawn("skymatch idle closer", functools.partial(self._close_idle, groups))
         self._started.set()
+        if self._systemd is not None:  # Type=notify: ready, and a watchdog fed by liveness
+            self._systemd.ready()
+            supervisor.spawn("systemd watchdog", functools.partial(
+                self._systemd.feed_watchdog, self.liveness), finite=True)  # fmt: skip
 
     def _kafka_parts(self, consumes: bool) -> tuple[EventPublisher | None, StateTopic | None]:
         """The producer (when anything is published) and the state topic (when consuming)."""
