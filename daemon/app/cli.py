@@ -14,6 +14,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.app.demo import run_demo
+from daemon.app.progress_display import ProgressDisplay, showing_progress
 from daemon.app.reload import reload_configuration
 from daemon.app.service import Service
 from daemon.app.settings import (
@@ -100,6 +101,21 @@ async def _serve(service: Service, *, reload: Callable[[], None] | None = None) 
     await service.run()
 
 
+async def _process_showing(
+    service: Service, source: BatchSource, progress: ProgressDisplay
+) -> None:
+    """Serve a batch, counting each input as its outcome is recorded."""
+    serving = asyncio.create_task(_serve(service), name="serve")
+    shown = 0
+    while not serving.done():
+        await asyncio.wait({serving}, timeout=0.2)
+        outcomes = list(source.outcomes.items())
+        for path, outcome in outcomes[shown:]:
+            progress.advance(f"{Path(path).name} {outcome}")
+        shown = len(outcomes)
+    await serving
+
+
 def _prepare_watch_folder(settings: Settings) -> None:
     """A missing watch folder is a start-up error (a misspelt path) unless ``create``."""
     directory = settings.source.directory
@@ -139,7 +155,8 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
         },
     )
     source = BatchSource(args.inputs)
-    asyncio.run(_serve(Service(settings, source=source)))
+    with showing_progress(len(args.inputs), sys.stderr) as progress:
+        asyncio.run(_process_showing(Service(settings, source=source), source, progress))
     failed = [p for p, outcome in source.outcomes.items() if outcome == "quarantined"]
     missing = len(args.inputs) - len(source.outcomes)
     print(

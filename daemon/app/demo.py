@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from daemon.app.demo_report import write_report
+from daemon.app.progress_display import showing_progress
 from daemon.app.service import Service
 from daemon.app.settings import Settings, load_settings, merge_overrides
 from daemon.events import ProductEvent
@@ -70,44 +72,44 @@ async def _demo(
 ) -> int:
     products: dict[str, ProductEvent] = {}
     started = time.monotonic()
-
-    def progress(event: ProductEvent) -> None:
-        products[event.exposure_id] = event
-        total = sum(event.timings.values())
-        print(
-            f"[{len(products)}/{count}] {event.exposure_id}: background level "
-            f"{event.background_level:.3f}, rms {event.background_rms:.3f} "
-            f"({total:.2f} s)",
-            file=out,
-            flush=True,
-        )
-
-    service = Service(settings, on_product=progress)
-    running = asyncio.create_task(service.run(), name="service")
-    await service.wait_started()
-    if service.health is not None:
-        print(f"metrics: http://127.0.0.1:{service.health.port}/metrics", file=out)
-    field = FieldModel.random(seed)
     truth: dict[str, Exposure] = {}
-    inbox = settings.source.directory.path
-    for index in range(count):
-        exposure = simulate_exposure(index, size=size, seed=seed, field=field)
-        name = f"night_{index:04d}"
-        truth[name] = exposure
-        await asyncio.to_thread(_drop_into, inbox, f"{name}.fits", exposure)
-        await asyncio.sleep(interval)
-    deadline = time.monotonic() + 120 + 5 * count
-    # Quarantines have no callback; the finished count lives in the metrics.
-    while _finished(service) < count and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
-    if _finished(service) < count:
-        print("timed out waiting for products", file=out)
-    service.request_stop()
-    await running
+    with showing_progress(count, out) as progress:
+
+        def finished(event: ProductEvent) -> None:
+            products[event.exposure_id] = event
+            progress.advance(
+                f"{event.exposure_id} level {event.background_level:.3f} "
+                f"rms {event.background_rms:.3f}"
+            )
+
+        service = Service(settings, on_product=finished)
+        running = asyncio.create_task(service.run(), name="service")
+        await service.wait_started()
+        if service.health is not None:
+            print(f"live sky page: http://127.0.0.1:{service.health.port}/ (metrics at "
+                  "/metrics) while the demo runs", file=out)  # fmt: skip
+        field = FieldModel.random(seed)
+        inbox = settings.source.directory.path
+        for index in range(count):
+            exposure = simulate_exposure(index, size=size, seed=seed, field=field)
+            name = f"night_{index:04d}"
+            truth[name] = exposure
+            await asyncio.to_thread(_drop_into, inbox, f"{name}.fits", exposure)
+            await asyncio.sleep(interval)
+        deadline = time.monotonic() + 120 + 5 * count
+        # Quarantines have no callback; the finished count lives in the metrics.
+        while _finished(service) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        if _finished(service) < count:
+            print("timed out waiting for products", file=out)
+        service.request_stop()
+        await running  # the quicklooks still queued are drawn before it returns
     _summary(truth, products, out)
+    report = settings.output.directory.parent / "report.html"
+    await asyncio.to_thread(write_report, report, truth, products)
     print(
         f"{len(products)}/{count} products in {settings.output.directory} "
-        f"({time.monotonic() - started:.1f} s)",
+        f"({time.monotonic() - started:.1f} s)\nreport: {report.as_uri()}",
         file=out,
     )
     return 0 if len(products) == count else 1
@@ -125,12 +127,17 @@ def run_demo(
     """Simulate ``count`` exposures into a scratch folder and process them with the daemon.
 
     The daemon runs on the embedded default configuration, with its relative folders
-    (``inbox``, ``products``, ``quarantine``, ``.skystream``) under ``workdir`` and the
-    metrics port chosen free. Returns 0 when every exposure produced a product.
+    (``inbox``, ``products``, ``quarantine``, ``.skystream``) under ``workdir``, the
+    metrics port (and the live sky page) on a free port, and quicklooks on. Progress is
+    a bar on a terminal and a line per product otherwise; at the end, ``report.html`` in
+    ``workdir`` shows the recovered against the true sky and the quicklooks. Returns 0
+    when every exposure produced a product.
     """
     out = sys.stdout if out is None else out
     base = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="skystream-demo-"))
     base.mkdir(parents=True, exist_ok=True)
-    settings = merge_overrides(load_settings(base=base), {"metrics": {"port": 0}})
+    settings = merge_overrides(
+        load_settings(base=base), {"metrics": {"port": 0}, "output": {"quicklook": True}}
+    )
     print(f"skystream demo: {count} simulated {size}x{size} exposures in {base}", file=out)
     return asyncio.run(_demo(settings, count, size, seed, interval, out))

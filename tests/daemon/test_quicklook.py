@@ -141,7 +141,8 @@ async def test_the_worker_drops_when_full_and_survives_a_failed_picture(tmp_path
         task.cancel()
         worker.close()
     assert (worker.written, worker.failed, written) == (1, 1, ["e1"])
-    assert Image.open(tmp_path / "e1.png").text == {
-        "exposure_id": "e1", "method": "model", "level": "1.0", "rms": "0.5",
-    }  # fmt: skip
+    with Image.open(tmp_path / "e1.png") as picture:
+        assert picture.text == {
+            "exposure_id": "e1", "method": "model", "level": "1.0", "rms": "0.5",
+        }  # fmt: skip
     assert sorted(p.name for p in os.scandir(tmp_path)) == ["e1.png"]  # no temporary left

@@ -65,9 +65,9 @@ async def test_none_saves_nothing_and_the_quicklook_sits_beside_the_product(
     with fits.open(product) as hdul:
         assert [hdu.name for hdu in hdul] == ["PRIMARY", "SCI", "ERR", "DQ"]
     assert read_saved_background(product) is None
-    picture = Image.open(product.with_suffix(".png"))
-    assert picture.format == "PNG" and picture.text["exposure_id"] == "night_0003"
-    assert picture.text["method"] == "model" and float(picture.text["level"]) > 0
+    with Image.open(product.with_suffix(".png")) as picture:
+        assert picture.format == "PNG" and picture.text["exposure_id"] == "night_0003"
+        assert picture.text["method"] == "model" and float(picture.text["level"]) > 0
     assert not [p for p in os.listdir(product.parent) if p.startswith(".")]  # no temporaries
 
 

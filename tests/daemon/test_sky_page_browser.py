@@ -72,7 +72,8 @@ async def test_chromium_renders_the_live_page(tmp_path: Path, capsys) -> None:
 
     # The screenshot: the page's size, and the thumbnails drawn (the page's own colours
     # are tinted; only the quicklooks are neutral greys, tens of thousands of pixels).
-    picture = np.asarray(Image.open(screenshot).convert("RGB"), dtype=np.int16)
+    with Image.open(screenshot) as shown:
+        picture = np.asarray(shown.convert("RGB"), dtype=np.int16)
     assert picture.shape == (WINDOW[1], WINDOW[0], 3)
     red, green, blue = picture[..., 0], picture[..., 1], picture[..., 2]
     neutral = (red == green) & (green == blue) & (red > 40) & (red < 230)
