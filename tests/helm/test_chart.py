@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ VALUES = sorted((CHART / "ci").glob("*.yaml"))
 API_VERSIONS = ["--api-versions", "monitoring.coreos.com/v1", "--api-versions", "keda.sh/v1alpha1"]
 K8S_VERSION = "1.30.0"
 BUILT_IN = {"Deployment", "StatefulSet", "Service", "ConfigMap", "ServiceAccount",
-            "PodDisruptionBudget"}  # fmt: skip
+            "PodDisruptionBudget", "PersistentVolumeClaim", "NetworkPolicy", "Pod"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,22 @@ def render(helm: Path, *args: str, apis: bool = True) -> list[dict[str, Any]]:
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     [doc] = [d for d in docs if d["kind"] == kind]
     return doc
+
+
+def notes(helm: Path, tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` would print it (rendered through a copy of the chart)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data:\n  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
+    )
+    command = [str(helm), "template", "obs", str(chart), "--show-only",
+               "templates/zz-notes.yaml", *args]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return str(yaml.safe_load(result.stdout)["data"]["notes"])
 
 
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,7 +250,8 @@ def test_sasl_without_a_secret_is_refused(helm) -> None:
 
 
 #: Values documented as a whole (their inside is Kubernetes' or the daemon's own schema).
-WHOLE = {"config", "podSecurityContext", "securityContext", "resources"}
+WHOLE = {"config", "podSecurityContext", "securityContext", "resources",
+         "networkPolicy.metricsFrom.namespaceSelector"}  # fmt: skip
 
 
 def _leaves(node: Any, path: str = "") -> list[str]:
@@ -276,3 +294,119 @@ def test_every_value_is_documented_in_values_and_the_chart_readme() -> None:
     readme = (CHART / "README.md").read_text()
     missing = [key for key in leaves if f"| `{key}` |" not in readme]
     assert not missing, f"values missing from helm/skystream/README.md: {missing}"
+
+
+def test_default_keeps_state_on_a_claim_that_outlives_the_pod(helm, tmp_path) -> None:
+    docs = render(helm)
+    claim = one(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "obs-skystream-state"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    deployment = one(docs, "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": "obs-skystream-state"},
+    }
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one RWO volume, one pod
+    assert "WARNING" not in notes(helm, tmp_path)
+
+
+def test_without_persistence_notes_say_what_a_restart_costs(helm, tmp_path) -> None:
+    docs = render(helm, "--set", "persistence.enabled=false")
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {"name": "state", "emptyDir": {}}
+    text = notes(helm, tmp_path, "--set", "persistence.enabled=false")
+    assert "WARNING: persistence.enabled is false" in text
+    assert "the ledger of finished files is gone" in text
+    kafka = notes(helm, tmp_path / "k", "--set", "persistence.enabled=false",
+                  "--set", "kafka.enabled=true")  # fmt: skip
+    assert "rebuilt from the state topic" in kafka
+
+
+def test_several_deployment_replicas_cannot_share_one_state_volume(helm) -> None:
+    result = subprocess.run(
+        [str(helm), "template", "obs", str(CHART), "--set", "kafka.enabled=true",
+         "--set", "replicaCount=3"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "use workload.kind: StatefulSet" in result.stderr
+    existing = render(helm, "--set", "persistence.existingClaim=skystream-state")
+    volumes = {v["name"]: v for v in workload(existing)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"] == {"claimName": "skystream-state"}
+    assert not [d for d in existing if d["kind"] == "PersistentVolumeClaim"]
+
+
+def test_digest_priority_and_spread_reach_the_pods(helm) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "monitoring-keda-values.yaml"))
+    spec = workload(docs)["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == (
+        "ghcr.io/skystream/skystream@sha256:" + "0123456789abcdef" * 4
+    )
+    assert spec["priorityClassName"] == "telescope-critical"
+    [spread] = spec["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
+    assert spread["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    result = subprocess.run([str(helm), "template", "obs", str(CHART), "--set",
+                             "image.digest=latest"], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode != 0 and "image.digest" in result.stderr
+
+
+def test_alerts_select_the_label_the_service_monitor_copies(helm) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "monitoring-keda-values.yaml"),
+                  "--set", "fullnameOverride=sky-live")  # fmt: skip
+    monitor = one(docs, "ServiceMonitor")
+    [label] = monitor["spec"]["targetLabels"]
+    service = one([d for d in docs if d["metadata"]["name"] == "sky-live"], "Service")
+    value = service["metadata"]["labels"][label]
+    rules = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    prometheus_name = label.replace(".", "_").replace("/", "_").replace("-", "_")
+    assert any(f'up{{{prometheus_name}="{value}"}}' in expr for expr in exprs)
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["scrapeTimeout"] == "5s"
+    assert endpoint["relabelings"] == [{"targetLabel": "cluster", "replacement": "telescope-east"}]
+
+
+def test_network_policy_admits_only_monitoring_and_the_test_pod(helm) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "monitoring-keda-values.yaml"))
+    policy = one(docs, "NetworkPolicy")
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http-metrics", "protocol": "TCP"}]
+    monitoring, tester = rule["from"]
+    assert monitoring == {"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}  # fmt: skip
+    test_pod = one(docs, "Pod")
+    assert tester["podSelector"]["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
+    assert not [d for d in render(helm) if d["kind"] == "NetworkPolicy"]
+
+
+def test_helm_test_pod_checks_readiness_and_metrics_through_the_service(helm) -> None:
+    docs = render(helm)
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    [container] = pod["spec"]["containers"]
+    assert (
+        container["image"] == workload(docs)["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    script = container["args"][0]
+    service = one(docs, "Service")
+    assert (
+        f'"http://{service["metadata"]["name"]}:{service["spec"]["ports"][0]["port"]}"' in script
+    )
+    assert '"/readyz"' in script and '"/metrics"' in script
+    compile(script, "helm-test", "exec")  # the script is valid Python
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_crd_objects_render_from_declared_api_versions(helm, tmp_path) -> None:
+    values = CHART / "ci" / "gitops-values.yaml"
+    kinds = {d["kind"] for d in render(helm, "-f", str(values), apis=False)}
+    assert {"ServiceMonitor", "PrometheusRule"} <= kinds
+    text = notes(helm, tmp_path, "--set", "metrics.serviceMonitor.enabled=true")
+    assert "no ServiceMonitor was rendered" in text and "apiVersions" in text

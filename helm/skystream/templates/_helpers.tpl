@@ -19,11 +19,43 @@ app.kubernetes.io/name: {{ include "skystream.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+app.kubernetes.io/part-of is constant whatever the release's names: the ServiceMonitor copies
+it onto every scraped series (targetLabels) and the alert rules select on it.
+*/}}
 {{- define "skystream.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "skystream.selectorLabels" . }}
+app.kubernetes.io/part-of: skystream
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The image: pinned by digest when image.digest is set, else by tag. */}}
+{{- define "skystream.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when an API group/version can be used: the cluster has it (helm install/upgrade), or
+apiVersions lists it (helm template, GitOps tools that render without a cluster).
+Usage: include "skystream.hasApi" (dict "root" . "api" "monitoring.coreos.com/v1")
+*/}}
+{{- define "skystream.hasApi" -}}
+{{- if or (.root.Capabilities.APIVersions.Has .api) (has .api .root.Values.apiVersions) }}true{{ end }}
+{{- end }}
+
+{{/* Where the state folder lives: the StatefulSet's claims, a PVC, or an emptyDir. */}}
+{{- define "skystream.stateClaim" -}}
+{{- if .Values.persistence.existingClaim }}
+{{- .Values.persistence.existingClaim }}
+{{- else }}
+{{- printf "%s-state" (include "skystream.fullname" .) }}
+{{- end }}
 {{- end }}
 
 {{- define "skystream.serviceAccountName" -}}
