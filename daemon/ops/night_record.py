@@ -56,7 +56,7 @@ class NightRecord:
         Stack keys kept; the one silent longest leaves for a new one.
     """
 
-    def __init__(self, *, latest: int = 24, points_per_key: int = 2000, max_keys: int = 32):
+    def __init__(self, *, latest: int = 12, points_per_key: int = 2000, max_keys: int = 32):
         self._latest: deque[ProductEntry] = deque(maxlen=latest)
         self._points_per_key = points_per_key
         self._max_keys = max_keys

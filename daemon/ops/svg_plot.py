@@ -162,6 +162,8 @@ def line_plot(
     frame = _Frame(width, height, times, _padded([p[1] for p in points]))
     parts = frame.axes(x_label, y_label, x_time=x_time)
     for index, (name, values) in enumerate(series.items()):
+        if not values:
+            continue  # a key without this quantity (the stack method has no RMS)
         colour = PALETTE[index % len(PALETTE)]
         coordinates = " ".join(f"{frame.x(x):.1f},{frame.y(y):.1f}" for x, y in values)
         parts.append(
