@@ -1,8 +1,8 @@
 """Progress of a long run: done/total, rate and time left.
 
-On a terminal it is a `tqdm` bar, with the log lines printed above it rather than through
-it; elsewhere (a pipe, a file, a CI log) each finished item is one plain line with the
-same facts, since a bar redrawn with carriage returns is noise there.
+On a terminal it is a `rich` progress bar, with whatever is written to stdout and stderr
+meanwhile (the log) printed above it; elsewhere (a pipe, a file, a CI log) each finished
+item is one plain line with the same facts, since a bar redrawn in place is noise there.
 """
 
 from __future__ import annotations
@@ -13,14 +13,25 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 __all__ = ["ProgressDisplay", "showing_progress"]
 
 
 def _is_terminal(stream: TextIO) -> bool:
-    """A terminal that has a width (a pseudo-terminal of size 0 shows no bar)."""
+    """A terminal that has a width (a pseudo-terminal of size 0 cannot show a bar)."""
     try:
         return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
     except (OSError, ValueError, AttributeError):  # closed, or no file descriptor
@@ -32,6 +43,19 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, as ``2.31 exposure/s``."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self._unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        shown = "?" if speed is None else f"{speed:.2f}"
+        return Text(f"{shown} {self._unit}/s", style="progress.data.speed")
 
 
 class ProgressDisplay:
@@ -53,13 +77,15 @@ class ProgressDisplay:
         self._stream = stream
         self._unit = unit
         self._start = time.monotonic()
-        self._bar: tqdm | None = None
+        self._bar: Progress | None = None
         if _is_terminal(stream):
-            self._bar = tqdm(
-                total=total, file=stream, unit=f" {unit}", dynamic_ncols=True, smoothing=0.2,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
-                "{rate_fmt}]{postfix}",
+            self._bar = Progress(
+                BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), _RateColumn(unit),
+                TimeElapsedColumn(), TextColumn("elapsed"), TimeRemainingColumn(),
+                TextColumn("left  {task.description}"),
+                console=Console(file=stream), transient=False,
             )  # fmt: skip
+            self._task = self._bar.add_task("", total=total)
 
     @property
     def is_bar(self) -> bool:
@@ -80,28 +106,24 @@ class ProgressDisplay:
         """Count one finished item, described by ``note``."""
         self.done += 1
         if self._bar is not None:
-            self._bar.set_postfix_str(note, refresh=False)
-            self._bar.update(1)
+            self._bar.update(self._task, advance=1, description=note)
         else:
             print(self.line(note), file=self._stream, flush=True)
 
-    def close(self) -> None:
-        """Finish the bar (nothing to do for plain lines)."""
+    def __enter__(self) -> ProgressDisplay:
         if self._bar is not None:
-            self._bar.close()
+            self._bar.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 @contextlib.contextmanager
 def showing_progress(
     total: int, stream: TextIO, *, unit: str = "exposure"
 ) -> Iterator[ProgressDisplay]:
-    """A `ProgressDisplay` for the block; on a terminal, log lines print above its bar."""
-    display = ProgressDisplay(total, stream, unit=unit)
-    try:
-        if display.is_bar:
-            with logging_redirect_tqdm():
-                yield display
-        else:
-            yield display
-    finally:
-        display.close()
+    """A `ProgressDisplay` shown for the duration of the block."""
+    with ProgressDisplay(total, stream, unit=unit) as display:
+        yield display

@@ -60,7 +60,7 @@ def test_process_shows_a_bar_on_a_terminal(tmp_path: Path) -> None:
     inputs = _inputs(tmp_path / "in", 2)
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
     command = [sys.executable, "-m", "daemon", "process", *inputs, "--out", str(tmp_path / "out")]
     with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=terminal, env=env, cwd=tmp_path) as proc:  # fmt: skip
@@ -76,10 +76,12 @@ def test_process_shows_a_bar_on_a_terminal(tmp_path: Path) -> None:
             screen += chunk
         assert proc.wait(timeout=120) == 0
     os.close(controller)
-    text = screen.decode(errors="replace")
-    assert "\r" in text  # redrawn in place, not a line per update
-    assert re.search(r"100%\|[^\n]*\| 2/2 \[[0-9:]+<00:00, +[0-9.]+ exposure/s\]", text), text
-    assert not LINE.search(text)  # no plain lines on a terminal
+    raw = screen.decode(errors="replace")
+    assert "\x1b[" in raw  # drawn in place with terminal controls, not a line per update
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    bar = r"━+ 2/2 100% [0-9.]+ exposure/s \d:\d\d:\d\d elapsed 0:00:00 left  in_\d\.fits complete"
+    assert re.search(bar, text), text
+    assert not [line for line in text.splitlines() if LINE.match(line.strip())]  # no plain lines
     assert "2 processed, 0 failed" in text
 
 
