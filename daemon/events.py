@@ -202,6 +202,11 @@ class ProductEvent(_Event):
     detail: str | None = Field(None, description="FAILED: what is wrong, in words.")
     method: str | None = Field(None, description="Background method used.")
     stack_key: str | None = Field(None, description="Stack key (also the Kafka key).")
+    group: str | None = Field(
+        None,
+        description="Mosaic group for sky matching (the event's, else the header's); null: "
+        "not matched.",
+    )
     background_level: float | None = Field(None, description="Median background level.")
     background_rms: float | None = Field(None, description="Median background RMS.")
     background_params: dict[str, Any] = Field(
@@ -226,7 +231,9 @@ class ProductEvent(_Event):
         "it recognises the same input again when the state folder was lost.",
     )
     skymatch: dict[str, Any] | None = Field(
-        None, description="Sky-match result, added to the sidecar when the group closes."
+        None,
+        description="On a sky-matched product (<stem>_skym.fits): its group, revision, level, "
+        "method and source_product; null otherwise.",
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from daemon.app.settings import Settings
-from daemon.events import ProductEvent, SkyMatchEvent
+from daemon.events import ProductEvent
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
 from daemon.flow.backgrounds import Chooser
@@ -26,7 +26,7 @@ from daemon.intake.ledger import Ledger
 from daemon.kafka.options import client_options
 from daemon.kafka.publisher import EventPublisher
 from daemon.kafka.source import KafkaSource
-from daemon.kafka.state_topic import SKYMATCH_PREFIX, STACK_PREFIX, StateTopic
+from daemon.kafka.state_topic import STACK_PREFIX, StateTopic
 from daemon.ops.conditions import Conditions
 from daemon.ops.health import HealthServer
 from daemon.ops.metrics import Backlog, Metrics
@@ -36,8 +36,8 @@ from daemon.ops.sky_page import SkyPage
 from daemon.ops.supervisor import Supervisor
 from daemon.ops.systemd import SystemdNotifier
 from daemon.retry import Retrier
+from daemon.skymatch.stage import HandOff, SkyMatchStage, kafka_hand_off
 from daemon.state.lock import StateFolderLock
-from daemon.state.skymatch_groups import SkyMatchGroups
 from daemon.state.stacks import StackStore
 from processors import warm_up
 
@@ -91,6 +91,7 @@ class Service:
         self._warm = asyncio.Event()
         self._input_ended = asyncio.Event()
         self.source: Source | None = None
+        self.mosaic_source: KafkaSource | None = None  # the sky-matching stage's, in Kafka mode
         self.lanes: Lanes | None = None
         self.health: HealthServer | None = None
         self.supervisor: Supervisor | None = None
@@ -120,6 +121,8 @@ class Service:
             reasons.append("starting (warming up the numerical kernels)")
         if self.source is None or not self.source.connected:
             reasons.append("source not connected")
+        if self.mosaic_source is not None and not self.mosaic_source.connected:
+            reasons.append("sky-matching stage not connected")
         if self.lanes is not None and self.lanes.saturated:
             reasons.append(f"lanes saturated: {', '.join(self.lanes.saturated)}")
         reasons += self.conditions.describe()
@@ -173,7 +176,14 @@ class Service:
 
         consumes = self._source_override is None and settings.source.kind == "kafka"
         publisher, state_topic = self._kafka_parts(consumes)
-        groups = self._skymatch_groups(in_pool, publisher, state_topic)
+        stage = self._skymatch_stage(in_pool, publisher, state_topic)
+        hand_off: HandOff | None = None
+        if stage is not None:
+            hand_off = (
+                kafka_hand_off(publisher, settings.source.kafka.mosaic_topic)
+                if consumes and publisher is not None
+                else stage.accept
+            )
         store = StackStore(
             settings.state.directory,
             settings.background.stack,
@@ -205,7 +215,7 @@ class Service:
             ),
             metrics=self.metrics,
             retrier=self.retrier,
-            skymatch=groups,
+            skymatch=hand_off,
             publisher=publisher,
             on_product=self._product_finished,
             quicklooks=quicklooks,
@@ -220,7 +230,7 @@ class Service:
             max_keys=settings.lanes.max_keys,
             idle_seconds=settings.lanes.idle_seconds,
         )
-        source = self.source = self._make_source(consumes, publisher, state_topic, store, groups)
+        source = self.source = self._make_source(consumes, publisher, state_topic, store)
         self.metrics.follow(lambda: self.readiness()[0],
                             source if isinstance(source, Backlog) else None)  # fmt: skip
         if settings.metrics.enabled:
@@ -250,14 +260,16 @@ class Service:
             await asyncio.to_thread(
                 self.night.restore, settings.output.directory, settings.output.suffix
             )
-        if groups is not None:
-            await asyncio.to_thread(groups.restore)
+        if stage is not None:
+            await stage.restore()
         self._warm.set()
         if publisher is not None:
             stack.push_async_callback(publisher.stop)
         stack.push_async_callback(supervisor.stop)
         if not await self._connect(publisher, source, supervisor):
             return
+        if stage is not None and consumes and publisher is not None:
+            await self._start_mosaic_stage(stack, supervisor, stage, publisher)
         # Unwound in reverse: the router stops first, then the lanes drain, and the source
         # stops last so that it records (commits) what the drain finished.
         if quicklooks is not None:  # unwound after the lanes drained: their pictures too
@@ -281,8 +293,8 @@ class Service:
 
         heartbeat = supervisor.spawn("router", route, finite=True)
         supervisor.spawn("lane reaper", lanes.reap_forever)
-        if groups is not None:
-            supervisor.spawn("skymatch idle closer", functools.partial(self._close_idle, groups))
+        if stage is not None:
+            supervisor.spawn("skymatch idle closer", functools.partial(self._close_idle, stage))
         self._started.set()
         if self._systemd is not None:  # Type=notify: ready, and a watchdog fed by liveness
             self._systemd.ready()
@@ -304,25 +316,47 @@ class Service:
         )
         return publisher, state_topic
 
-    def _skymatch_groups(
+    def _skymatch_stage(
         self,
         in_pool: Callable[..., Awaitable[Any]],
         publisher: EventPublisher | None,
         state_topic: StateTopic | None,
-    ) -> SkyMatchGroups | None:
-        settings = self.settings
-        if not settings.skymatch.enabled:
+    ) -> SkyMatchStage | None:
+        if not self.settings.skymatch.enabled:
             return None
-        return SkyMatchGroups(
-            settings.skymatch,
-            output=settings.output.directory,
-            state=settings.state.directory,
+        return SkyMatchStage(
+            self.settings,
             metrics=self.metrics,
             in_pool=in_pool,
-            fsync=settings.output.fsync,
-            on_closed=self._skymatch_publisher(publisher),
-            on_state=_state_sink(state_topic, SKYMATCH_PREFIX),
+            publisher=publisher,
+            state_topic=state_topic,
         )
+
+    async def _start_mosaic_stage(
+        self,
+        stack: contextlib.AsyncExitStack,
+        supervisor: Supervisor,
+        stage: SkyMatchStage,
+        publisher: EventPublisher,
+    ) -> None:
+        """Stage 2 in Kafka mode: its own consumer group on the mosaic topic."""
+        kafka = self.settings.source.kafka
+        mosaic = kafka.model_copy(update={"topic": kafka.mosaic_topic,
+                                          "group_id": kafka.mosaic_group_id})  # fmt: skip
+        source = self.mosaic_source = KafkaSource(
+            mosaic,
+            client_options(kafka),
+            self.metrics,
+            publisher,
+            self.retrier,
+            on_assigned=stage.take_over,
+            on_revoked=stage.give_up,
+            name="kafka-skymatch",
+        )
+        await source.start(supervisor)
+        stack.push_async_callback(source.stop)  # unwound after stage 1 stopped
+        stack.push_async_callback(supervisor.cancel, "skymatch stage")
+        supervisor.spawn("skymatch stage", lambda: stage.consume(source), finite=True)
 
     def _make_source(
         self,
@@ -330,14 +364,13 @@ class Service:
         publisher: EventPublisher | None,
         state_topic: StateTopic | None,
         store: StackStore,
-        groups: SkyMatchGroups | None,
     ) -> Source:
         settings = self.settings
         if self._source_override is not None:
             return self._source_override
         if consumes and publisher is not None:
             takeover = (
-                functools.partial(_take_over, state_topic, store, groups)
+                functools.partial(_take_over, state_topic, store)
                 if state_topic is not None
                 else None
             )
@@ -404,24 +437,11 @@ class Service:
         if dropped:
             log.info("%d exposure(s) not started are left for the next start", dropped)
 
-    def _skymatch_publisher(
-        self, publisher: EventPublisher | None
-    ) -> Callable[[SkyMatchEvent], Awaitable[None]] | None:
-        topic = self.settings.output.skymatch_topic
-        if publisher is None or not topic:
-            return None
-
-        async def publish(table: SkyMatchEvent) -> None:
-            await publisher.publish(topic, table.model_dump_json(by_alias=True).encode(),
-                                    table.group)  # fmt: skip
-
-        return publish
-
-    async def _close_idle(self, groups: SkyMatchGroups) -> None:
+    async def _close_idle(self, stage: SkyMatchStage) -> None:
         period = min(5.0, self.settings.skymatch.close_after_seconds / 4)
         while True:
             await asyncio.sleep(period)
-            await groups.close_idle()
+            await stage.close_idle()
 
 
 def _state_sink(
@@ -437,15 +457,14 @@ def _state_sink(
     return share
 
 
-async def _take_over(
-    state_topic: StateTopic, store: StackStore, groups: SkyMatchGroups | None, _new: object
-) -> None:
-    """Rebuild the stacks and groups other replicas published, before new partitions flow."""
+async def _take_over(state_topic: StateTopic, store: StackStore, _new: object) -> None:
+    """Rebuild the stacks other replicas published, before new partitions flow.
+
+    Mosaic groups are the sky-matching stage's (`SkyMatchStage.take_over`).
+    """
     records = await state_topic.read()
     for name, record in records.items():
         if name.startswith(STACK_PREFIX):
             state = store.state(name[len(STACK_PREFIX) :])
             async with state.lock:
                 await asyncio.to_thread(store.adopt, state, record)
-        elif name.startswith(SKYMATCH_PREFIX) and groups is not None:
-            await asyncio.to_thread(groups.adopt, record)

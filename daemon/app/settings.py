@@ -155,6 +155,16 @@ class KafkaSourceSettings(_Section):
         description="Compacted topic of stack membership per stack key, read by a replica "
         "that is given partitions; null: none.",
     )
+    mosaic_topic: str = Field(
+        "skystream.mosaic",
+        description="ProductEvents keyed by mosaic group, from stage 1 to the sky-matching "
+        "stage (skymatch.enabled); give it as many partitions as replicas.",
+    )
+    mosaic_group_id: str = Field(
+        "skystream-skymatch",
+        description="Consumer group of the sky-matching stage (each mosaic group is matched "
+        "on one replica).",
+    )
     pause_after: int = Field(
         32, ge=1, description="Events fetched but not yet dispatched before a partition pauses."
     )

@@ -29,7 +29,7 @@ from daemon.ops.logs import log_context
 from daemon.ops.metrics import Metrics
 from daemon.ops.quicklooks import QuicklookJob, Quicklooks
 from daemon.retry import Retrier
-from daemon.state.skymatch_groups import SkyMatchGroups
+from daemon.skymatch.stage import HandOff, mosaic_group
 from processors import (
     Exposure,
     NoValidPixelsError,
@@ -79,8 +79,9 @@ class Pipeline:
         Counters, stage timings, latency, levels.
     retrier : Retrier
         The retry policy.
-    skymatch : SkyMatchGroups, optional
-        Mosaic groups that products join (when sky matching is enabled).
+    skymatch : callable, optional
+        Hands each product of a mosaic group to the sky-matching stage (in this process, or
+        through the mosaic topic in Kafka mode); None when sky matching is off.
     publisher : EventPublisher, optional
         Kafka producer; product events go to ``settings.output.product_topic`` and are
         acknowledged by the brokers before the input is.
@@ -100,7 +101,7 @@ class Pipeline:
         quarantine: Quarantine,
         metrics: Metrics,
         retrier: Retrier,
-        skymatch: SkyMatchGroups | None = None,
+        skymatch: HandOff | None = None,
         publisher: EventPublisher | None = None,
         on_product: Callable[[ProductEvent], None] | None = None,
         quicklooks: Quicklooks | None = None,
@@ -194,6 +195,8 @@ class Pipeline:
         if summary is None:
             return False
         await self._publish_product(summary, key)
+        if self._skymatch is not None and summary.group is not None:
+            await self._skymatch(summary, None)
         outcome = "skipped" if summary.status == "SKIPPED" else "complete"
         log.info("%s was already processed: its product event is published again",
                  delivery.event.path.name)  # fmt: skip
@@ -341,6 +344,9 @@ class Pipeline:
             status=status,
             method=choice.method,
             stack_key=key,
+            group=None
+            if self._skymatch is None
+            else mosaic_group(event, product.header, self._settings.skymatch.group_key),
             background_level=choice.level,
             background_rms=choice.rms,
             background_params=choice.params,
@@ -379,12 +385,9 @@ class Pipeline:
         )
         for note in choice.notes:
             log.info("%s: %s", event.path.name, note)
-        if self._skymatch is not None:
-            group = self._skymatch.group_of(event, product.header)
-            if group is not None:
-                last = self._skymatch.is_last(event, product.header)
-                await self._skymatch.add(group, event.exposure_id, str(path), product, last)
         await self._publish_product(summary, key)
+        if self._skymatch is not None and summary.group is not None:
+            await self._skymatch(summary, product)
         outcome = "skipped" if status == "SKIPPED" else "complete"
         await self._acknowledge(delivery, outcome, str(path))
         self._metrics.processed.labels(outcome).inc()

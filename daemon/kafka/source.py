@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from daemon.app.settings import KafkaSourceSettings
 from daemon.errors import InvalidInput
+from daemon.events import ExposureEvent
 from daemon.intake.claims import parse_exposure_event
 from daemon.intake.delivery import Delivery
 from daemon.kafka.options import BROKERS, started
@@ -24,16 +25,28 @@ from daemon.ops.metrics import Metrics
 from daemon.ops.supervisor import Supervisor
 from daemon.retry import Retrier
 
-__all__ = ["KafkaSource"]
+__all__ = ["KafkaSource", "Record"]
 
 log = logging.getLogger("skystream.source.kafka")
 
-_POLL, _LAG = "kafka poll", "kafka lag"
 #: Seconds between two readings of the partitions' end offsets (the lag gauges).
 LAG_REFRESH_SECONDS = 5.0
 
 #: Awaited with newly assigned partitions before any of their events is fetched.
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
+#: Awaited with partitions given away, once what settled of them is committed.
+OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class Record(Generic[T]):
+    """One parsed event of a partition, with the ways to settle it and hold its partition."""
+
+    value: T
+    partition: TopicPartition
+    acknowledge: Callable[[str, str | None], Awaitable[None]]
+    on_hold: Callable[[bool], None]
 
 
 @dataclass(eq=False)
@@ -97,9 +110,11 @@ class KafkaSource:
         The retry policy for broker errors.
     on_assigned : callable, optional
         Awaited with new partitions before their events are fetched (state takeover).
+    on_revoked : callable, optional
+        Awaited with partitions given away, after their final commit.
+    name : str
+        Metric label of the source (``kafka``; the sky-matching stage's is ``kafka-skymatch``).
     """
-
-    name = "kafka"
 
     def __init__(
         self,
@@ -110,7 +125,11 @@ class KafkaSource:
         retrier: Retrier,
         *,
         on_assigned: OnAssigned | None = None,
+        on_revoked: OnRevoked | None = None,
+        name: str = "kafka",
     ) -> None:
+        self.name = name
+        self._on_revoked = on_revoked
         self._retrier = retrier
         self._supervisor: Supervisor | None = None
         self._settings = settings
@@ -149,8 +168,8 @@ class KafkaSource:
         consumer.subscribe([s.topic], listener=_Rebalance(self))
         self._consumer = consumer
         self._supervisor = supervisor
-        supervisor.spawn(_POLL, lambda: self._poll(consumer))
-        supervisor.spawn(_LAG, lambda: self._refresh_lag(consumer))
+        supervisor.spawn(f"{self.name} poll", lambda: self._poll(consumer))
+        supervisor.spawn(f"{self.name} lag", lambda: self._refresh_lag(consumer))
         log.info("consuming %s from %s as group %s", s.topic, self._options["bootstrap_servers"],
                  s.group_id)  # fmt: skip
 
@@ -158,8 +177,8 @@ class KafkaSource:
         """Commit what settled and leave the group; bounded, safe to call twice."""
         consumer, self._consumer = self._consumer, None
         if self._supervisor is not None:
-            await self._supervisor.cancel(_POLL)
-            await self._supervisor.cancel(_LAG)
+            await self._supervisor.cancel(f"{self.name} poll")
+            await self._supervisor.cancel(f"{self.name} lag")
             self._supervisor = None
         self._queue.put_nowait(None)
         if consumer is None:
@@ -264,7 +283,27 @@ class KafkaSource:
         return sum(part.lag for part in self._parts.values())
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        """Events in partition order; malformed ones go to the dead-letter topic."""
+        """ExposureEvents in partition order; malformed ones go to the dead-letter topic."""
+        async for record in self.records(self._parse_exposure):
+            yield Delivery(
+                event=record.value,
+                source=self.name,
+                arrived=time.monotonic(),
+                acknowledge=record.acknowledge,
+                may_repeat=True,
+                on_hold=record.on_hold,
+            )
+
+    def _parse_exposure(self, raw: bytes | None) -> ExposureEvent:
+        limit, roots = self._settings.max_event_bytes, self._settings.allowed_roots
+        return parse_exposure_event(raw, max_bytes=limit, allowed_roots=roots)
+
+    async def records(self, parse: Callable[[bytes | None], T]) -> AsyncIterator[Record[T]]:
+        """Events parsed by ``parse`` in partition order.
+
+        ``parse`` raises `InvalidInput` for an event it refuses: that event goes to the
+        dead-letter topic and settles once the brokers have it.
+        """
         while True:
             item = await self._queue.get()
             if item is None:
@@ -278,24 +317,14 @@ class KafkaSource:
             part.next = message.offset + 1
             self._metrics.received.labels(self.name).inc()
             try:
-                event = parse_exposure_event(
-                    message.value,
-                    max_bytes=self._settings.max_event_bytes,
-                    allowed_roots=self._settings.allowed_roots,
-                )
+                value = parse(message.value)
             except InvalidInput as exc:
                 await self._dead_letter(message, exc)
                 part.pending.discard(message.offset)
                 part.seen.pop(message.offset, None)
                 continue
-            yield Delivery(
-                event=event,
-                source=self.name,
-                arrived=time.monotonic(),
-                acknowledge=self._acknowledger(part, message.offset),
-                may_repeat=True,
-                on_hold=self._holder(part),
-            )
+            yield Record(value, part.tp, self._acknowledger(part, message.offset),
+                         self._holder(part))  # fmt: skip
 
     def _acknowledger(self, part: _Partition, offset: int) -> Any:
         async def acknowledge(outcome: str, _product: str | None) -> None:
@@ -372,6 +401,8 @@ class KafkaSource:
                 self._metrics.kafka_lag.remove(part.tp.topic, str(part.tp.partition))
         if parts:
             log.info("partitions revoked: %s", ", ".join(_names(revoked)))
+            if self._on_revoked is not None:
+                await self._on_revoked({part.tp for part in parts})
 
     async def _assign(self, assigned: set[TopicPartition]) -> None:
         self._metrics.kafka_rebalances.inc()

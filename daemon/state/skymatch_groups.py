@@ -14,15 +14,9 @@ from typing import Any
 from daemon.app.parameters import sky_matcher_parameters
 from daemon.app.settings import SkyMatchSettings
 from daemon.errors import InvalidInput
-from daemon.events import ExposureEvent, SkyMatchEvent, SkyMatchMember
-from daemon.fileio.fits_io import (
-    read_exposure,
-    remove_stale_temporaries,
-    write_exposure,
-    write_json,
-)
+from daemon.events import SkyMatchEvent, SkyMatchMember
+from daemon.fileio.fits_io import read_exposure, remove_stale_temporaries, write_json
 from daemon.fileio.names import safe_file_name
-from daemon.intake.kinds import matches_rule
 from daemon.ops.metrics import Metrics
 from processors import Exposure
 from processors.sky_matcher import SkyMatcher
@@ -54,15 +48,15 @@ class _Group:
 
 
 class SkyMatchGroups:
-    """Open mosaic groups: match each arrival, publish provisional levels, close and write.
+    """Open mosaic groups: match each arrival, publish provisional levels, close.
 
     Each arrival measures only the pairs it forms (cached statistics for the rest), then
     the group table ``<output>/skymatch/<group>.json`` is rewritten with the provisional
     levels. A group closes on its end marker, at ``max_members``, or after
-    ``close_after_seconds`` without arrivals; its products are then rewritten atomically
-    with ``S_SKYMAT`` and the ``SKYM*`` level cards (and the level subtracted from their
-    pixels with ``subtract``). Open groups (members and cached pair statistics) are saved
-    in the state folder and rebuilt from the products at start.
+    ``close_after_seconds`` without arrivals; its final table goes to ``on_closed``. The
+    products themselves are never rewritten (`daemon.skymatch.stage` writes new ones).
+    Open groups (members and cached pair statistics) are saved in the state folder and
+    rebuilt from the products at start.
 
     Parameters
     ----------
@@ -111,16 +105,16 @@ class SkyMatchGroups:
     def _matcher(self) -> SkyMatcher:
         return SkyMatcher(**sky_matcher_parameters(self._settings), keywords=SKYMATCH_KEYWORDS)
 
-    def group_of(self, event: ExposureEvent, header: Any) -> str | None:
-        """The mosaic group of an exposure: the event's group, else the header keys."""
-        if event.group:
-            return event.group
-        values = [str(header.get(key, "")).strip() for key in self._settings.group_key]
-        return "/".join(values) if all(values) else None
+    def has(self, group: str, exposure_id: str) -> bool:
+        """Whether ``exposure_id`` is already a member of the open group ``group``."""
+        state = self._groups.get(group)
+        return state is not None and exposure_id in state.products
 
-    def is_last(self, event: ExposureEvent, header: Any) -> bool:
-        """True when the end-marker rule says this is the group's last exposure."""
-        return matches_rule(self._settings.end_when, header, event.uri)
+    def forget(self, group: str) -> None:
+        """Drop an open group without closing it: another replica continues it (blocking)."""
+        self._groups.pop(group, None)
+        (self._state / f"{safe_file_name(group)}.json").unlink(missing_ok=True)
+        self._metrics.skymatch_groups_open.set(len(self._groups))
 
     # -- arrivals ------------------------------------------------------------------------
 
@@ -167,13 +161,12 @@ class SkyMatchGroups:
         return idle
 
     async def close(self, group: str, reason: str) -> None:
-        """Final levels into every product of the group, then forget it."""
+        """Publish the group's final levels, then forget it."""
         state = self._groups.get(group)
         if state is None:
             return
         async with state.lock:
             result = await self._in_pool(state.matcher.solve)
-            await self._in_pool(self._finalise, state, result)
             state.revision += 1
             table = await self._in_pool(self._publish, state, result, True)
             if self._on_closed is not None:
@@ -206,23 +199,6 @@ class SkyMatchGroups:
             fsync=self._fsync,
         )
         return table
-
-    def _finalise(self, state: _Group, result: SkyMatchResult) -> None:
-        """Rewrite each product with its final level (the matcher holds the products)."""
-        for image_id, matched in zip(state.matcher.members, result.images, strict=True):
-            path = Path(state.products[image_id])
-            write_exposure(matched, path, fsync=self._fsync)
-            sidecar = path.with_suffix(".json")
-            if sidecar.exists():
-                summary = json.loads(sidecar.read_text())
-                summary["skymatch"] = {
-                    "group": state.name,
-                    "status": matched.header["S_SKYMAT"],
-                    "level": matched.header.get(SKYMATCH_KEYWORDS.level),
-                    "subtracted": result.subtract,
-                    "method": result.method,
-                }
-                write_json(summary, sidecar, fsync=self._fsync)
 
     def _save(self, state: _Group) -> dict[str, Any]:
         pairs = [{"a": a, "b": b, **asdict(p)} for (a, b), p in state.matcher.pairs.items()]

@@ -72,17 +72,16 @@ async def test_group_is_matched_as_it_arrives_and_closed_by_its_end_marker(
     assert np.abs((levels - levels[0]) - np.array(OFFSETS)).max() < 0.1 * noise
 
     products = [read_exposure(out / f"t{i}_bsub.fits") for i in range(len(tiles))]
-    for product, level in zip(products, levels, strict=True):
-        assert product.header["S_SKYMAT"] == "COMPLETE"
-        assert product.header["SKYMLVL"] == pytest.approx(level)
-        assert product.header["SKYMSUB"] is False
-        assert product.header["SKYMMETH"] == "match"
-        assert product.header["S_BKDSUB"] == "SKIPPED"  # the background record is untouched
+    for product in products:
+        # An announced product never changes: without subtract the levels live only in
+        # the group table (and the SkyMatchEvent), and no matched product is written.
+        assert "S_SKYMAT" not in product.header
+        assert product.header["S_BKDSUB"] == "SKIPPED"
+    assert not list(out.glob("*_skym.*"))
     batch = skymatch(products, skymethod="match", skystat="median", nclip=3, lsigma=3,
                      usigma=3)  # fmt: skip
     np.testing.assert_allclose(levels, batch.levels, atol=1e-6)
-    sidecar = json.loads((out / "t2_bsub.json").read_text())
-    assert sidecar["skymatch"]["level"] == pytest.approx(levels[2])
+    assert json.loads((out / "t2_bsub.json").read_text())["skymatch"] is None
     assert not list((settings.state.directory / "skymatch").glob("*.json"))
 
 
@@ -105,17 +104,34 @@ async def test_restart_mid_group_continues(tmp_path, spitzer_path) -> None:
     assert np.abs((levels - levels[0]) - np.array(OFFSETS)).max() < 0.1 * noise
 
 
-async def test_idle_group_closes_and_subtract_reduces_the_pixels(tmp_path, spitzer_path) -> None:
-    settings = _settings(tmp_path, subtract=True, close_after_seconds=0.6, match_down=True)
+async def test_idle_group_closes_into_new_matched_products_and_announced_ones_never_change(
+    tmp_path, spitzer_path
+) -> None:
+    settings = _settings(tmp_path, subtract=True, close_after_seconds=1.5, match_down=True)
     inbox, out = settings.source.directory.path, settings.output.directory
     tiles = _tiles(spitzer_path)[:2]
     tiles[1].header["SKYEND"] = False
+    announced: dict[str, bytes] = {}
     async with running(settings):
         for index, tile in enumerate(tiles):
             drop_fits(inbox, f"i{index}.fits", tile)
+            await wait_until(lambda n=index: _table(settings).get("revision", 0) >= n + 1)
+            # Announced (its event and sidecar are out) and the group still open.
+            assert _table(settings)["closed"] is False
+            for name in (f"i{index}_bsub.fits", f"i{index}_bsub.json"):
+                announced[name] = (out / name).read_bytes()
         await wait_until(lambda: _table(settings).get("closed") is True, timeout=20)
+    for name, content in announced.items():
+        assert (out / name).read_bytes() == content, f"{name} changed after its announcement"
     levels = [m["level"] for m in _table(settings)["members"]]
     assert min(levels) == pytest.approx(0.0, abs=1e-9)  # match_down: the lowest is 0
-    product = read_exposure(out / "i1_bsub.fits")
-    assert product.header["SKYMSUB"] is True
-    np.testing.assert_allclose(product.sci, tiles[1].sci - np.float32(levels[1]), rtol=1e-6)
+    assert levels[1] > 1.0  # tile 1 is 2.0 above tile 0: the rewrite would have shown
+    matched = read_exposure(out / "i1_bsub_skym.fits")
+    assert matched.header["S_SKYMAT"] == "COMPLETE"
+    assert matched.header["SKYMSUB"] is True
+    assert matched.header["SKYMLVL"] == pytest.approx(levels[1])
+    np.testing.assert_allclose(matched.sci, tiles[1].sci - np.float32(levels[1]), rtol=1e-6)
+    event = json.loads((out / "i1_bsub_skym.json").read_text())
+    assert event["product_uri"] == str(out / "i1_bsub_skym.fits")
+    assert event["skymatch"]["level"] == pytest.approx(levels[1])
+    assert event["skymatch"]["source_product"] == str(out / "i1_bsub.fits")

@@ -52,6 +52,7 @@ def kafka_overrides(tmp_path: Path, bootstrap: str, **kafka: Any) -> dict[str, A
         "source": {"kind": "kafka", "kafka": {
             "bootstrap_servers": [bootstrap], "topic": topic, "group_id": f"g-{topic}",
             "dead_letter_topic": f"dead-{topic}", "state_topic": f"state-{topic}",
+            "mosaic_topic": f"mosaic-{topic}", "mosaic_group_id": f"gm-{topic}",
             "allowed_roots": [str(tmp_path / "data")], "commit_interval_seconds": 0.2,
             **CLIENT, **kafka}},
         "output": {"product_topic": f"products-{topic}"},
