@@ -117,6 +117,10 @@ def test_cubes_show_the_median_of_their_integrations() -> None:
     cube[1, :8] = np.nan  # one integration without its first rows
     reference = np.nanmedian(np.stack([bin_image(plane, 4) for plane in cube]), axis=0)
     np.testing.assert_allclose(bin_image(cube, 4), reference, rtol=1e-12)
+    quicklook = render_quicklook(cube, np.full((64, 64), 10, np.float32), cube - 10, caption="")
+    shown_input, _, shown_residual = _panels(quicklook)
+    assert shown_input.shape == shown_residual.shape == (64, 64)
+    assert np.abs(shown_input - shown_residual).max() <= 1  # the same picture, 10 lower
 
 
 def _job(path: Path, index: int = 0, size: int = 128) -> QuicklookJob:
