@@ -149,6 +149,11 @@ class KafkaSource:
         """True while the consumer is a member of its group (for /readyz)."""
         return self._joined
 
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this replica holds now."""
+        return set(self._parts)
+
     async def start(self, supervisor: Supervisor) -> None:
         """Join the consumer group (retrying while the brokers are unreachable)."""
         s = self._settings
