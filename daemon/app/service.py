@@ -273,7 +273,7 @@ class Service:
         # Unwound in reverse: the router stops first, then the lanes drain, and the source
         # stops last so that it records (commits) what the drain finished.
         if quicklooks is not None:  # unwound after the lanes drained: their pictures too
-            stack.callback(quicklooks.close)
+            stack.push_async_callback(asyncio.to_thread, quicklooks.close)
             stack.push_async_callback(quicklooks.drain, settings.shutdown.grace_seconds)
             rendering = supervisor.spawn("quicklooks", lambda: quicklooks.run(rendering))
         stack.push_async_callback(source.stop)
