@@ -360,8 +360,11 @@ class Pipeline:
             produced_at=datetime.now(UTC),
         )
         written = summary
-        extensions = await self.in_pool(
-            background_extensions, choice.background, self._settings.output.save_background
+        save = self._settings.output.save_background
+        extensions = (
+            await self.in_pool(background_extensions, choice.background, save)
+            if save != "none"
+            else []
         )
         summary = await self._retrier.call(
             PRODUCTS_FOLDER,
