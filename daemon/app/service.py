@@ -29,6 +29,7 @@ from daemon.kafka.source import KafkaSource
 from daemon.kafka.state_topic import STACK_PREFIX, StateTopic
 from daemon.ops.conditions import Conditions
 from daemon.ops.health import HealthServer
+from daemon.ops.kernel_cache import seed_kernel_cache
 from daemon.ops.metrics import Backlog, Metrics
 from daemon.ops.night_record import NightRecord
 from daemon.ops.quicklooks import Quicklooks
@@ -254,6 +255,7 @@ class Service:
             stack.push_async_callback(self.health.stop)
         # Compile (or load) the numerical kernels before taking work; /healthz answers
         # meanwhile and /readyz says why it is not ready.
+        await asyncio.to_thread(seed_kernel_cache)  # the image's compiled kernels, if any
         await asyncio.to_thread(warm_up)
         await asyncio.to_thread(store.restore)
         if self.health is not None:  # the live page shows the night so far
