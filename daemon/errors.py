@@ -28,6 +28,9 @@ QuarantineReason = Literal[
     "not_a_file",
     "name_collision",
     "too_many_keys",
+    "reference_missing",
+    "reference_ambiguous",
+    "reference_mismatch",
     "processing_error",
 ]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)

@@ -13,19 +13,30 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from daemon.app.settings import (
     BackgroundSettings,
+    ReferenceFitSettings,
     RollingSkySettings,
     SkyMatchSettings,
     StackSettings,
 )
-from processors import RollingStack, SkyStatistic, estimate_background, rolling_sky_background
+from processors import (
+    Exposure,
+    RollingStack,
+    SkyStatistic,
+    estimate_background,
+    rolling_sky_background,
+    scale_reference_background,
+)
 from processors.sky_matcher import SkyMatcher
 
 __all__ = [
+    "coverage_mask",
     "model_parameters",
+    "scaling_parameters",
     "stack_parameters",
     "rolling_sky_parameters",
     "sky_matcher_parameters",
@@ -67,6 +78,42 @@ def model_parameters(background: BackgroundSettings) -> dict[str, Any]:
         `processors.estimate_background`).
     """
     return _by_name(background, estimate_background)
+
+
+def coverage_mask(exposure: Exposure, bits: int) -> np.ndarray:
+    """The ``coverage_mask`` of `processors.estimate_background` for one exposure.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        2-D or 3-D exposure.
+    bits : int
+        DQ bits that mark a pixel without data (``background.coverage_dq``).
+
+    Returns
+    -------
+    ndarray of bool
+        True where a bit of ``bits`` is set (in every integration of a 3-D exposure: its
+        model is made from the median of the integrations).
+    """
+    flagged = (exposure.dq & np.uint32(bits)) != 0
+    return flagged.all(axis=0) if exposure.is_cube else flagged
+
+
+def scaling_parameters(fit: ReferenceFitSettings) -> dict[str, Any]:
+    """Keyword arguments of `processors.scale_reference_background` (but the images).
+
+    Parameters
+    ----------
+    fit : ReferenceFitSettings
+        The ``background.reference.fit`` section.
+
+    Returns
+    -------
+    dict
+        Fitting rule, rejection, DQ and source-masking parameters.
+    """
+    return _by_name(fit, scale_reference_background)
 
 
 def stack_parameters(stack: StackSettings) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from astropy.nddata.bitmask import interpret_bit_flags
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -31,12 +33,28 @@ from daemon.errors import Fatal
 from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES
 from daemon.fileio.saved_background import SaveBackground
 from processors import bad_pixel_mask
-from processors.background import ENGINES, ESTIMATORS, Engine, Estimator
+from processors.background import (
+    ENGINES,
+    ESTIMATORS,
+    RMS_ESTIMATORS,
+    Engine,
+    Estimator,
+    RmsEstimator,
+)
 from processors.combine import Combine
+from processors.dq import DQ_FLAG_MAP
+from processors.reference_background import SCALE_METHODS, ScaleMethod
 from processors.skystats import SkyStat
 from processors.subtract import ERROR_MODES, ErrorMode
 
-__all__ = ["ConfigError", "Settings", "load_settings", "merge_overrides", "settings_to_yaml"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "dq_flag_bits",
+    "load_settings",
+    "merge_overrides",
+    "settings_to_yaml",
+]
 
 ENV_PREFIX = "SKYSTREAM_"
 ENV_DELIMITER = "__"
@@ -56,6 +74,41 @@ def _check_dqbits(value: int | str | None) -> int | str | None:
 
 #: A DQ bit-flag expression (astropy syntax, JWST names), checked when the config loads.
 DqBits = Annotated[int | str | None, BeforeValidator(_integer_text), AfterValidator(_check_dqbits)]
+
+
+def dq_flag_bits(flags: int | str) -> int:
+    """The DQ bits named by ``flags``: an integer, or JWST DQ names joined by ``+``.
+
+    Unlike ``dqbits`` (bits to *ignore*), these are the bits meant, so ``~`` is refused.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a ``~``, or bits outside the 32 of a DQ array.
+
+    Examples
+    --------
+    >>> dq_flag_bits("NON_SCIENCE+DO_NOT_USE"), dq_flag_bits(0)
+    (513, 0)
+    """
+    if isinstance(flags, str) and "~" in flags:
+        raise ValueError(f"DQ flags name the bits meant, no '~': got {flags!r}")
+    try:
+        bits = interpret_bit_flags(flags, flag_name_map=DQ_FLAG_MAP)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{flags!r} is not a DQ flag expression: {exc}") from None
+    if bits is None or not 0 <= int(bits) < 2**32:
+        raise ValueError(f"DQ flags must be 32-bit, got {flags!r}")
+    return int(bits)
+
+
+def _check_dq_flags(value: int | str) -> int | str:
+    dq_flag_bits(value)
+    return value
+
+
+#: DQ bits that mark pixels (an integer, or JWST names joined by ``+``); 0: none.
+DqFlags = Annotated[int | str, BeforeValidator(_integer_text), AfterValidator(_check_dq_flags)]
 
 
 class ConfigError(Fatal):
@@ -308,17 +361,92 @@ class RollingSkySettings(_Section):
     sigma: float = Field(3.0, gt=0, description="Clipping threshold for jwst.")
 
 
+class ReferenceFitSettings(_Section):
+    """``scale: fit``: the factor fitted to the exposure's sky (the JWST WFSS background)."""
+
+    method: ScaleMethod = Field(
+        "jwst",
+        description="jwst: iterated error-weighted mean with percentile rejection (jwst "
+        f">= 1.17); robust-mean: ratio of the 25-75 % means (jwst <= 1.16); {SCALE_METHODS}.",
+    )
+    maxiter: int = Field(
+        5, ge=0, description="jwst: outlier-rejection iterations (0: the plain weighted mean)."
+    )
+    outlier_percent: float = Field(
+        1.0, ge=0, lt=50, description="jwst: percentile rejected at each end per iteration."
+    )
+    rms_stop: float = Field(
+        0.0,
+        ge=0,
+        description="jwst: stop once the RMS of the residual profile improves by less than "
+        "this fraction (0: never); needs dispersion_axis.",
+    )
+    dispersion_axis: Annotated[Literal[1, 2] | None, BeforeValidator(_integer_text)] = Field(
+        None, description="1: spectra disperse along x, 2: along y (for rms_stop)."
+    )
+    dqbits: DqBits = Field(
+        None,
+        description="DQ bits to IGNORE when choosing background pixels; null: DQ not used "
+        "(as JWST).",
+    )
+    passes: int = Field(
+        1,
+        ge=1,
+        description="2 or more: the sources detected in the residual of a fit are masked and "
+        "the factor fitted again.",
+    )
+    nsigma: float = Field(3.0, gt=0, description="Source detection threshold [ERR].")
+    npixels: int = Field(5, ge=1, description="Fewest connected pixels of a source.")
+    dilate: float = Field(5.0, ge=0, description="Sources grown by this radius [pixels].")
+
+    @model_validator(mode="after")
+    def _rms_stop_has_an_axis(self) -> ReferenceFitSettings:
+        if self.rms_stop > 0 and self.dispersion_axis is None:
+            raise ValueError("rms_stop needs dispersion_axis (1: x, 2: y)")
+        return self
+
+
+class ReferenceSettings(_Section):
+    """The ``reference`` method: a reference (master) background, scaled and subtracted."""
+
+    path: Path | None = Field(None, description="The reference background of every exposure.")
+    folder: Path | None = Field(
+        None,
+        description="Folder of reference backgrounds: an exposure gets the one file whose "
+        "match_keys equal its own.",
+    )
+    match_keys: list[str] = Field(
+        ["INSTRUME", "DETECTOR", "FILTER"],
+        description="Header keywords that must agree between an exposure and its reference "
+        "(folder; case-insensitive).",
+    )
+    scale: float | Literal["fit"] = Field(
+        1.0,
+        description="A fixed scale (the Liger/IRIS master background), or fit: scaled to the "
+        "exposure's sky as the JWST WFSS background.",
+    )
+    fit: ReferenceFitSettings = ReferenceFitSettings()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReferenceSettings:
+        if self.path is not None and self.folder is not None:
+            raise ValueError("give path or folder, not both")
+        return self
+
+
 class BackgroundSettings(_Section):
     """The background model subtracted from each exposure."""
 
-    method: Literal["model", "stack", "rolling-sky"] = Field(
+    method: Literal["model", "stack", "rolling-sky", "reference"] = Field(
         "model",
         description="model: each exposure's own 2-D sky; stack: rolling stack of background "
-        "exposures; rolling-sky: normalised sky of recent science frames.",
+        "exposures; rolling-sky: normalised sky of recent science frames; reference: a "
+        "reference (master) background file, scaled.",
     )
     engine: Engine = Field("fast", description=f"Background engine, one of {ENGINES}.")
     box_size: int | tuple[int, int] = Field(64, description="Mesh box size in pixels.")
     filter_size: int | tuple[int, int] = Field(3, description="Odd median filter size.")
+    sigma_clip: bool = Field(True, description="Sigma clip each box (false: photutils None).")
     sigma_low: float = Field(3.0, gt=0, description="Lower clipping threshold [sigma].")
     sigma_high: float = Field(3.0, gt=0, description="Upper clipping threshold [sigma].")
     maxiters: int | None = Field(10, ge=1, description="Clipping iterations; null: converge.")
@@ -326,8 +454,18 @@ class BackgroundSettings(_Section):
     estimator: Estimator = Field(
         "sextractor", description=f"Per-box estimator, one of {ESTIMATORS}."
     )
+    rms_estimator: RmsEstimator = Field(
+        "std", description=f"Per-box noise estimator (mesh engines), one of {RMS_ESTIMATORS}."
+    )
     exclude_percentile: float = Field(
         10.0, ge=0, le=100, description="Exclude boxes with more than this % bad pixels."
+    )
+    edge_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="fast engine: a partial edge box is used only if it covers this share "
+        "of a full box.",
     )
     filter_threshold: float | None = Field(
         None, description="Median-filter only mesh cells above this value; null: all."
@@ -337,6 +475,28 @@ class BackgroundSettings(_Section):
         description="DQ bits to IGNORE (astropy bit-flag syntax): 0 = any set bit excludes "
         "the pixel (Liger/IRIS); '~DO_NOT_USE+NON_SCIENCE' = only those exclude; null = "
         "DQ unused.",
+    )
+    coverage_dq: DqFlags = Field(
+        0,
+        description="DQ bits that mark pixels without data (mosaic edges): excluded, and the "
+        "background there is fill_value (photutils coverage_mask); 0: none.",
+    )
+    fill_value: float = Field(
+        0.0, description="Background where coverage_dq marks no data (.nan: blank)."
+    )
+    passes: int = Field(
+        1,
+        ge=1,
+        description="Model passes: 2 or more masks the sources detected in the residual and "
+        "models again (LSST's DETECTED mask).",
+    )
+    nsigma: float = Field(3.0, gt=0, description="Source detection threshold [RMS].")
+    npixels: int = Field(5, ge=1, description="Fewest connected pixels of a source.")
+    dilate: float = Field(5.0, ge=0, description="Sources grown by this radius [pixels].")
+    source_dq: DqFlags = Field(
+        0,
+        description="DQ bits set in the product where a multi-pass model masked sources "
+        "(e.g. OTHER_BAD_PIXEL); 0: DQ unchanged.",
     )
     errors: ErrorMode = Field("quadrature", description=f"ERR propagation, one of {ERROR_MODES}.")
     bin_size: int = Field(128, ge=1, description="lsst engine: superpixel size in pixels.")
@@ -350,6 +510,14 @@ class BackgroundSettings(_Section):
     )
     stack: StackSettings = StackSettings()
     rolling_sky: RollingSkySettings = RollingSkySettings()
+    reference: ReferenceSettings = ReferenceSettings()
+
+    @model_validator(mode="after")
+    def _reference_is_named(self) -> BackgroundSettings:
+        given = self.reference.path is not None or self.reference.folder is not None
+        if self.method == "reference" and not given:
+            raise ValueError("method reference needs reference.path or reference.folder")
+        return self
 
 
 class SkyMatchSettings(_Section):
@@ -505,6 +673,13 @@ class Settings(BaseSettings):
                 "output": {"directory": absolute(self.output.directory)},
                 "quarantine": {"directory": absolute(self.quarantine.directory)},
                 "state": {"directory": absolute(self.state.directory)},
+                "background": {
+                    "reference": {
+                        name: absolute(getattr(self.background.reference, name))
+                        for name in ("path", "folder")
+                        if getattr(self.background.reference, name) is not None
+                    }
+                },
             },
         )
 

@@ -1,4 +1,4 @@
-"""The background policy in one place: own model, rolling stack (and waiting), rolling sky."""
+"""The background policy in one place: own model, stack (and waiting), rolling sky, reference."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from astropy.io.fits import Header
 
-from daemon.app.parameters import model_parameters, rolling_sky_parameters
-from daemon.app.settings import Settings
+from daemon.app.parameters import coverage_mask, model_parameters, rolling_sky_parameters
+from daemon.app.settings import Settings, dq_flag_bits
 from daemon.events import ExposureEvent
+from daemon.flow.reference_method import ReferenceMethod, ScaledReference
 from daemon.intake.kinds import exposure_kind
 from daemon.ops.metrics import Metrics
 from daemon.retry import Retrier
@@ -41,6 +42,8 @@ class Choice:
     """The background chosen for one science exposure.
 
     ``background`` is None when the exposure passes through unsubtracted (SKIPPED).
+    ``subtract``, when given, makes the product instead of `processors.subtract_background`
+    (a reference background: its scale and file recorded, a failed scaling marked).
     """
 
     method: str
@@ -50,6 +53,7 @@ class Choice:
     params: dict[str, Any] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    subtract: Callable[[Exposure], Exposure] | None = None
 
 
 class Chooser:
@@ -84,12 +88,24 @@ class Chooser:
         self._metrics = metrics
         self._on_stack_saved = on_stack_saved
         self.model_params = model_parameters(settings.background)
+        self._coverage_bits = dq_flag_bits(settings.background.coverage_dq)
+        #: DQ bits set in products on the sources a multi-pass model masked.
+        self.source_dq = dq_flag_bits(settings.background.source_dq)
+        self._reference = (
+            ReferenceMethod(settings) if settings.background.method == "reference" else None
+        )
 
     async def own_model(self, stage: Stage, exposure: Exposure, *, note: str = "") -> Choice:
         """The exposure's own 2-D model."""
-        model: BackgroundResult = await stage(
-            "background", model_exposure_background, exposure, **self.model_params
+        coverage = (
+            await stage("background", coverage_mask, exposure, self._coverage_bits)
+            if self._coverage_bits
+            else None
         )
+        model: BackgroundResult = await stage(
+            "background", model_exposure_background, exposure, coverage_mask=coverage,
+            **self.model_params,
+        )  # fmt: skip
         return Choice(
             method="model", background=model, level=model.level, rms=model.rms_level,
             params=dict(model.params), notes=[note] if note else [],
@@ -198,6 +214,8 @@ class Chooser:
             return await self.own_model(stage, exposure)
         if method == "rolling-sky":
             return await self.rolling_sky(stage, key, event.exposure_id, exposure)
+        if method == "reference":
+            return await self.reference(stage, exposure)
         settings = self._settings.background.stack
         choice = await self.from_stack(stage, key, exposure, obs_time)
         if choice is not None:
@@ -211,6 +229,18 @@ class Chooser:
         if fallback == "model":
             return await self.own_model(stage, exposure, note=f"{reason}: own model")
         return Choice(method="stack", background=None, level=None, rms=None, notes=[reason])
+
+    # -- reference --------------------------------------------------------------------
+
+    async def reference(self, stage: Stage, exposure: Exposure) -> Choice:
+        """The exposure's reference background file, scaled (fixed or fitted)."""
+        if self._reference is None:  # pragma: no cover - made for the reference method
+            raise RuntimeError("the reference method is not configured")
+        scaled: ScaledReference = await stage("background", self._reference.scaled, exposure)
+        return Choice(
+            method="reference", background=scaled.background, level=scaled.level, rms=None,
+            params=scaled.params, notes=scaled.notes, subtract=scaled.subtract,
+        )  # fmt: skip
 
     # -- rolling sky ------------------------------------------------------------------
 

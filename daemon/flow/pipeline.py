@@ -309,11 +309,14 @@ class Pipeline:
     async def _subtracted(
         self, exposure: Exposure, choice: Choice, timings: dict[str, float]
     ) -> Exposure:
+        if choice.subtract is not None:
+            return await self._stage(timings, "subtract", choice.subtract, exposure)
         if choice.background is None:
             return skip_background(exposure, method=choice.method, reason="; ".join(choice.notes))
         return await self._stage(
             timings, "subtract", subtract_background, exposure, choice.background,
             errors=self._settings.background.errors, method=choice.method, inputs=choice.inputs,
+            source_dq=self._chooser.source_dq,
         )  # fmt: skip
 
     async def _deliver(

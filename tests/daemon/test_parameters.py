@@ -1,6 +1,6 @@
-"""Every background, stack, rolling-sky and skymatch setting reaches its processor, or is
-the daemon's own policy (named below with where it acts): a new setting fails here until
-it is one or the other."""
+"""Every background, stack, rolling-sky, reference and skymatch setting reaches its processor,
+or is the daemon's own policy (named below with where it acts): a new setting fails here
+until it is one or the other."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ from pydantic import BaseModel, ValidationError
 from daemon.app.parameters import (
     model_parameters,
     rolling_sky_parameters,
+    scaling_parameters,
     sky_matcher_parameters,
     stack_parameters,
 )
 from daemon.app.settings import (
     BackgroundSettings,
+    ReferenceFitSettings,
+    ReferenceSettings,
     RollingSkySettings,
     SkyMatchSettings,
     StackSettings,
@@ -42,21 +45,39 @@ def _sky_matcher_flat(skymatch: SkyMatchSettings) -> dict[str, Any]:
     return {**dataclasses.asdict(stat), **params}
 
 
+def _nothing(_: Any) -> dict[str, Any]:
+    return {}
+
+
 #: Each section, and the processor parameters derived from it.
 SECTIONS: dict[str, tuple[type[BaseModel], Callable[[Any], dict[str, Any]]]] = {
     "background": (BackgroundSettings, model_parameters),
     "background.stack": (StackSettings, stack_parameters),
     "background.rolling_sky": (RollingSkySettings, rolling_sky_parameters),
+    "background.reference": (ReferenceSettings, _nothing),
+    "background.reference.fit": (ReferenceFitSettings, scaling_parameters),
     "skymatch": (SkyMatchSettings, _sky_matcher_flat),
 }
+#: Values a section is varied from where its defaults forbid changing some field alone.
+BASES: dict[str, dict[str, Any]] = {"background.reference.fit": {"dispersion_axis": 1}}
 
 #: Settings the daemon acts on itself rather than passing to a processor, and where.
 POLICY = {
     "background": {
-        "method": "flow.backgrounds: own model, stack or rolling sky",
-        "errors": "flow.pipeline: subtract_background(errors=...)",
+        "method": "flow.backgrounds: own model, stack, rolling sky or reference",
+        "errors": "flow.pipeline: subtract_background(errors=...); flow.reference_method",
+        "coverage_dq": "flow.backgrounds: coverage_mask of each exposure (per-exposure DQ)",
+        "source_dq": "flow.pipeline: subtract_background(source_dq=...)",
         "stack": "the background.stack section",
         "rolling_sky": "the background.rolling_sky section",
+        "reference": "the background.reference section",
+    },
+    "background.reference": {
+        "path": "state.references: the one reference file",
+        "folder": "state.references: the folder a reference is chosen from",
+        "match_keys": "state.references: header keys an exposure and its reference share",
+        "scale": "flow.reference_method: a fixed scale, or fit (the fit section)",
+        "fit": "the background.reference.fit section",
     },
     "background.stack": {
         "min_members": "flow.backgrounds: fewest members to use the stack",
@@ -89,18 +110,18 @@ def _literals(annotation: Any) -> list[Any]:
     return [value for arg in typing.get_args(annotation) for value in _literals(arg)]
 
 
-def _other_value(model: type[BaseModel], name: str) -> Any:
-    """A valid value of the field that differs from its default."""
+def _other_value(model: type[BaseModel], name: str, base: dict[str, Any] | None = None) -> Any:
+    """A valid value of the field that differs from its default (given ``base``)."""
     field = model.model_fields[name]
-    default = field.default
+    default = getattr(model.model_validate(base or {}), name)
     if isinstance(default, BaseModel):
         inner = type(default)
         first = next(n for n in inner.model_fields if not isinstance(getattr(default, n), dict))
         return default.model_copy(update={first: _other_value(inner, first)})
-    candidates = [*_literals(field.annotation), not default, 2, 7, 0.5, 1.5, None, ["X"]]
+    candidates = [*_literals(field.annotation), not default, 2, 7, 0.5, 0.25, 1.5, None, ["X"], "x"]
     for candidate in candidates:
         try:
-            value = getattr(model.model_validate({name: candidate}), name)
+            value = getattr(model.model_validate({**(base or {}), name: candidate}), name)
         except ValidationError:
             continue
         if value != default:
@@ -111,10 +132,13 @@ def _other_value(model: type[BaseModel], name: str) -> Any:
 @pytest.mark.parametrize(("section", "name"), FIELDS, ids=[f"{s}.{n}" for s, n in FIELDS])
 def test_every_setting_reaches_its_processor_or_is_named_policy(section: str, name: str) -> None:
     model, derive = SECTIONS[section]
-    default = model()
-    changed = model.model_validate({**default.model_dump(), name: _other_value(model, name)})
+    base = BASES.get(section, {})
+    default = model.model_validate(base)
+    changed = model.model_validate(
+        {**default.model_dump(), name: _other_value(model, name, base)}
+    )
     before, after = derive(default), derive(changed)
-    if name in POLICY[section]:
+    if name in POLICY.get(section, {}):
         assert after == before, f"{section}.{name} is policy but reaches a processor"
         return
     differing = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
