@@ -14,6 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from daemon.app.service import Service
 from daemon.app.settings import Settings, merge_overrides
 from daemon.fileio.fits_io import read_exposure, write_exposure
+from daemon.fileio.names import safe_file_name
 from processors import skymatch
 from tests.conftest import metric, running, test_settings, wait_until
 from tests.daemon.test_skymatch_stream import _tiles
@@ -121,3 +122,61 @@ async def test_two_replicas_match_each_group_once_with_all_members(
     matched_events = [e for e in events if e["skymatch"] is not None]
     assert len(matched_events) == len(groups) * len(tiles)
     assert all(e["product_uri"].endswith("_bsub_skym.fits") for e in matched_events)
+
+
+@pytest.mark.slow
+async def test_a_group_continues_on_the_other_replica_when_its_owner_leaves(
+    tmp_path, bootstrap, spitzer_path
+) -> None:
+    overrides = kafka_overrides(tmp_path, bootstrap)
+    kafka = overrides["source"]["kafka"]
+    overrides["output"]["skymatch_topic"] = f"skymatch-{kafka['topic']}"
+    await create_topic(bootstrap, kafka["topic"], partitions=2)
+    await create_topic(bootstrap, kafka["mosaic_topic"], partitions=2)
+    data = tmp_path / "data"
+    data.mkdir()
+    tiles = _tiles(spitzer_path)
+    messages = []
+    for index, tile in enumerate(tiles):
+        write_exposure(tile, data / f"g-t{index}.fits")
+        stack_key = f"CAM/{FILTERS[index % 2]}"
+        payload = event(f"g-t{index}", data / f"g-t{index}.fits", stack_key=stack_key, group="g")
+        messages.append((index % 2, (stack_key.encode(), payload)))
+    table = tmp_path / "products" / "skymatch" / f"{safe_file_name('g')}.json"
+
+    def revision() -> int:
+        return json.loads(table.read_text())["revision"] if table.exists() else 0
+
+    async with contextlib.AsyncExitStack() as stack_a, contextlib.AsyncExitStack() as stack_b:
+        replicas = {
+            "a": (stack_a, await stack_a.enter_async_context(
+                running(_replica(tmp_path, "a", overrides)))),
+            "b": (stack_b, await stack_b.enter_async_context(
+                running(_replica(tmp_path, "b", overrides)))),
+        }  # fmt: skip
+        services = [service for _, service in replicas.values()]
+        await wait_until(lambda: all(_holds_one_of_each(s) for s in services), 60)
+        for partition, message in messages[:2]:
+            await send(bootstrap, kafka["topic"], [message], partition=partition)
+        await wait_until(lambda: revision() == 2, 60)
+        [owner] = [n for n, (_, s) in replicas.items()
+                   if metric(s, "skystream_skymatch_groups_open") == 1]  # fmt: skip
+        survivor = replicas["b" if owner == "a" else "a"][1]
+        await replicas[owner][0].aclose()  # the group's owner leaves mid-group
+        await wait_until(lambda: len(survivor.mosaic_source.assignment) == 2, 60)
+        for partition, message in messages[2:]:
+            await send(bootstrap, kafka["topic"], [message], partition=partition)
+        await wait_until(
+            lambda: metric(survivor, "skystream_skymatch_group_images_count") == 1, 60
+        )
+    [closing] = [
+        json.loads(v) for v in await read_all(bootstrap, overrides["output"]["skymatch_topic"])
+    ]
+    names = [f"g-t{i}" for i in range(len(tiles))]
+    members = {m["exposure_id"]: m["level"] for m in closing["members"]}
+    assert sorted(members) == names  # the first two came from the state topic
+    batch = skymatch(
+        [read_exposure(tmp_path / "products" / f"{n}_bsub.fits") for n in names],
+        skymethod="match", skystat="median", nclip=3, lsigma=3, usigma=3,
+    )  # fmt: skip
+    np.testing.assert_allclose([members[n] for n in names], batch.levels, atol=1e-6)
