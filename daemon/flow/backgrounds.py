@@ -185,15 +185,34 @@ class Chooser:
             inputs=members,
         )  # fmt: skip
 
-    def must_wait(self, key: str) -> bool:
-        """Whether a science exposure of ``key`` must wait (be parked) for its stack now."""
-        if self._settings.background.method != "stack":
-            return False
-        stack_settings = self._settings.background.stack
+    def may_wait(self) -> bool:
+        """Whether science exposures may have to wait for their stack (method and policy)."""
         return (
-            stack_settings.when_insufficient == "wait"
-            and self.stack_depth(key) < stack_settings.min_members
+            self._settings.background.method == "stack"
+            and self._settings.background.stack.when_insufficient == "wait"
         )
+
+    def must_wait(self, key: str, obs_time: float) -> bool:
+        """Whether a science exposure of ``key`` observed at ``obs_time`` must wait (be parked).
+
+        It waits while fewer than ``min_members`` members would be usable for it: members
+        older than ``max_age_seconds`` at its observation time do not count, exactly as
+        `from_stack` drops them — so parking depends on the data, not on what happened to
+        be in memory (a restart, a crash).
+        """
+        return self.may_wait() and self.usable_depth(key, obs_time) < (
+            self._settings.background.stack.min_members
+        )
+
+    def usable_depth(self, key: str, obs_time: float) -> int:
+        """Members of the key's stack not too old for an exposure observed at ``obs_time``."""
+        stack = self._store.state(key).stack
+        if stack is None:
+            return 0
+        max_age = self._settings.background.stack.max_age_seconds
+        if max_age is None:
+            return stack.depth
+        return sum(obs_time - stack.obs_time(m) <= max_age for m in stack.member_ids)
 
     def kind(self, event: ExposureEvent, header: Header) -> str:
         """``background`` or ``science``; only the stack method uses background frames."""

@@ -22,6 +22,8 @@ log = logging.getLogger("skystream.lanes")
 #: ``await handler(delivery, key, may_park)`` settles a delivery and returns False, or, when
 #: ``may_park`` and the delivery must wait (for its stack), returns True without settling.
 Handler = Callable[[Delivery, str, bool], Awaitable[bool]]
+#: ``can_go(key, delivery)``: whether a delivery parked in lane ``key`` may go on now.
+CanGo = Callable[[str, Delivery], bool]
 
 
 @dataclass(eq=False)
@@ -66,8 +68,8 @@ class Lanes:
     ----------
     handler : Handler
         Processes one delivery.
-    can_go : callable
-        ``can_go(key)``: whether the parked deliveries of ``key`` may go on now.
+    can_go : CanGo
+        Whether a parked delivery may go on now.
     supervisor : Supervisor
         Runs each lane's worker.
     queue_size : int
@@ -85,7 +87,7 @@ class Lanes:
     def __init__(
         self,
         handler: Handler,
-        can_go: Callable[[str], bool],
+        can_go: CanGo,
         *,
         supervisor: Supervisor,
         queue_size: int,
@@ -225,7 +227,7 @@ class Lanes:
             return None
         first = lane.parked[0]
         if (
-            self._can_go(lane.key)
+            self._can_go(lane.key, first.delivery)
             or (self._input_ended and not lane.waiting)
             or time.monotonic() >= first.deadline
             # Parked deliveries fill the lane and others wait behind them: make room.

@@ -116,6 +116,7 @@ class Pipeline:
         self._skymatch = skymatch
         self._publisher = publisher
         self._on_product = on_product
+        self._parked: dict[Delivery, float] = {}  # parked science -> its observation time
         self._quicklooks = quicklooks
 
     async def in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -136,9 +137,10 @@ class Pipeline:
         self._metrics.stage_seconds.labels(name).observe(elapsed)
         return result
 
-    def can_go(self, key: str) -> bool:
-        """Whether exposures parked in lane ``key`` may go on (their stack is ready)."""
-        return not self._chooser.must_wait(key)
+    def can_go(self, key: str, delivery: Delivery) -> bool:
+        """Whether a delivery parked in lane ``key`` may go on (its stack is ready for it)."""
+        obs_time = self._parked.get(delivery)
+        return obs_time is None or not self._chooser.must_wait(key, obs_time)
 
     async def process(self, delivery: Delivery, key: str, may_park: bool) -> bool:
         """Process one delivery on lane ``key`` and acknowledge its outcome.
@@ -159,8 +161,12 @@ class Pipeline:
                     raise delivery.problem
                 if delivery.may_repeat and await self._announce_existing(delivery, key):
                     return False
-                if may_park and self._chooser.must_wait(key) and await self._is_science(delivery):
-                    return True
+                if may_park and self._chooser.may_wait():
+                    obs_time = await self._science_time(delivery)
+                    if obs_time is not None and self._chooser.must_wait(key, obs_time):
+                        self._parked[delivery] = obs_time
+                        return True
+                self._parked.pop(delivery, None)
                 exposure = await self._read(delivery, timings)
                 header = exposure.header
                 if self._chooser.kind(delivery.event, header) == "background":
@@ -173,8 +179,11 @@ class Pipeline:
         finally:
             self._metrics.inflight.dec()
 
-    async def _is_science(self, delivery: Delivery) -> bool:
-        """The kind from the primary header alone (cheap: no pixels are read to park)."""
+    async def _science_time(self, delivery: Delivery) -> float | None:
+        """Observation time of a science exposure from its primary header, else None.
+
+        Cheap: no pixels are read to decide whether to park it.
+        """
         try:
             header = await self.in_pool(
                 read_primary_header,
@@ -182,8 +191,10 @@ class Pipeline:
                 max_bytes=self._settings.input.max_exposure_bytes,
             )
         except InvalidInput:
-            return False  # not parked: reading it properly quarantines it
-        return self._chooser.kind(delivery.event, header) == "science"
+            return None  # not parked: reading it properly quarantines it
+        if self._chooser.kind(delivery.event, header) != "science":
+            return None
+        return observation_time(delivery.event, header, time.time())
 
     async def _announce_existing(self, delivery: Delivery, key: str) -> bool:
         """Re-announce the product of an input delivered again; True if there was one.
@@ -292,6 +303,9 @@ class Pipeline:
     ) -> None:
         """Choose the background, subtract, write the product and acknowledge."""
         event = delivery.event
+        # A product name taken by another input is refused before any work is done (and
+        # before a combined background of that name is written).
+        await self.in_pool(self._sink.check_name, event.exposure_id, str(event.path))
         obs_time = observation_time(event, exposure.header, time.time())
         stage = functools.partial(self._stage, timings)
         try:

@@ -61,7 +61,7 @@ def make_lanes(recorder: Recorder, *, queue_size: int = 2, park_seconds: float =
     supervisor = Supervisor(Conditions(), max_restarts=3, window_seconds=60)
     lanes = Lanes(
         recorder,
-        lambda key: key in recorder.ready,
+        lambda key, _delivery: key in recorder.ready,
         supervisor=supervisor,
         queue_size=queue_size,
         park_seconds=park_seconds,

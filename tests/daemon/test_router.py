@@ -46,7 +46,7 @@ async def test_each_delivery_reaches_the_lane_of_its_key(tmp_path: Path) -> None
         return False
 
     supervisor = Supervisor(Conditions())
-    lanes = Lanes(handler, lambda _key: True, supervisor=supervisor, queue_size=4,
+    lanes = Lanes(handler, lambda _key, _delivery: True, supervisor=supervisor, queue_size=4,
                   park_seconds=1.0, metrics=Metrics(CollectorRegistry()))  # fmt: skip
 
     class Keyed(BatchSource):
@@ -92,7 +92,7 @@ async def test_a_key_beyond_the_limit_is_quarantined_as_too_many_keys(tmp_path: 
         return False
 
     supervisor = Supervisor(Conditions())
-    lanes = Lanes(handler, lambda _key: True, supervisor=supervisor, queue_size=4,
+    lanes = Lanes(handler, lambda _key, _delivery: True, supervisor=supervisor, queue_size=4,
                   park_seconds=1.0, metrics=Metrics(CollectorRegistry()), max_keys=2,
                   idle_seconds=3600)  # fmt: skip
     heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
