@@ -118,7 +118,8 @@ def _other_value(model: type[BaseModel], name: str, base: dict[str, Any] | None 
         inner = type(default)
         first = next(n for n in inner.model_fields if not isinstance(getattr(default, n), dict))
         return default.model_copy(update={first: _other_value(inner, first)})
-    candidates = [*_literals(field.annotation), not default, 2, 7, 0.5, 0.25, 1.5, None, ["X"], "x"]
+    others = [not default, 2, 7, 0.5, 0.25, 1.5, None, ["X"], "x"]
+    candidates = [*_literals(field.annotation), *others]
     for candidate in candidates:
         try:
             value = getattr(model.model_validate({**(base or {}), name: candidate}), name)
@@ -134,9 +135,7 @@ def test_every_setting_reaches_its_processor_or_is_named_policy(section: str, na
     model, derive = SECTIONS[section]
     base = BASES.get(section, {})
     default = model.model_validate(base)
-    changed = model.model_validate(
-        {**default.model_dump(), name: _other_value(model, name, base)}
-    )
+    changed = model.model_validate({**default.model_dump(), name: _other_value(model, name, base)})
     before, after = derive(default), derive(changed)
     if name in POLICY.get(section, {}):
         assert after == before, f"{section}.{name} is policy but reaches a processor"
