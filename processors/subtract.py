@@ -232,7 +232,9 @@ def _parts(
 
 
 def _card_value(value: Any) -> str | float | int | bool:
-    """FITS-representable form of a parameter value (tuples and None become strings)."""
+    """FITS-representable form of a parameter value (tuples, None and NaN become strings)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)  # FITS cards cannot hold NaN or inf (a NaN fill_value)
     if isinstance(value, bool | int | float | str):
         return value
     if value is None:
