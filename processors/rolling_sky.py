@@ -135,6 +135,7 @@ def rolling_sky_background(
         rms_level=current.rms_level,
         error_scale=current.error_scale,
         params=MappingProxyType(params),
+        source_mask=current.source_mask,  # this frame's sources, for the product's DQ
         _rms_map=current._rms_map,
         _error_map=lambda: upsample(error_mesh, box, shape),
     )

@@ -111,6 +111,28 @@ async def test_two_pass_model_halves_the_error_under_a_galaxy_and_marks_it_in_dq
     assert (params["passes"], params["nsigma"], params["npixels"]) == (2, 2.0, 10)
 
 
+@pytest.mark.asyncio
+async def test_rolling_sky_products_keep_their_own_frames_source_mask(tmp_path: Path) -> None:
+    exposure, _, _ = _galaxy_field()
+    background: dict[str, Any] = {
+        "method": "rolling-sky", "rolling_sky": {"min_members": 1}, "box_size": 64,
+        "passes": 2, "nsigma": 2.0, "npixels": 10, "dilate": 15.0, "source_dq": SOURCE_BIT,
+    }  # fmt: skip
+    settings = test_settings(tmp_path, background=background)
+    inbox, out = settings.source.directory.path, settings.output.directory
+    async with running(settings):
+        drop_fits(inbox, "first.fits", exposure)
+        await wait_until(lambda: len(products_in(out)) == 1)
+        drop_fits(inbox, "second.fits", exposure.with_changes(sci=exposure.sci[:, ::-1].copy()))
+        await wait_until(lambda: len(products_in(out)) == 2)
+    second = read_exposure(out / "second_bsub.fits")
+    assert second.header["BKGMETH"] == "rolling-sky"
+    sources = (second.dq & SOURCE_BIT) != 0
+    assert sources[150, 383 - 170]  # the mirrored galaxy's centre
+    assert not sources[10:40, 14:54].any()
+    assert second.header["BKGSRCFR"] == pytest.approx(float(sources.mean()))
+
+
 # -- coverage mask and fill value ------------------------------------------------------------
 
 
