@@ -26,7 +26,14 @@ from photutils.background import (
 from daemon.app.settings import Settings
 from daemon.fileio.fits_io import read_exposure
 from processors import DQ, Exposure, bad_pixel_mask, simulate_exposure
-from tests.conftest import drop_fits, products_in, running, test_settings, wait_until
+from tests.conftest import (
+    drop_fits,
+    products_in,
+    running,
+    test_settings,
+    wait_for_count,
+    wait_until,
+)
 
 SOURCE_BIT = int(DQ.OTHER_BAD_PIXEL)
 #: The fast engine's order statistics are within 1/100 sigma of the exact ones (by design:
@@ -250,3 +257,45 @@ async def test_spitzer_image_is_refused_as_photutils_refuses_it_unless_boxes_may
     expected = np.subtract(data, reference.background, dtype=np.float32)
     difference = np.abs(product.sci - expected)[np.isfinite(data)]
     assert (difference <= FAST_AGREEMENT * rms[np.isfinite(data)]).all()
+
+
+# -- stack members of different NINTS --------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_stack_members_of_different_nints_are_each_collapsed_then_combined(
+    tmp_path: Path,
+) -> None:
+    """Backgrounds of 2, 4 and 1 integrations (levels 10, 14, 12; ERR 1, 2, 3), as jwst."""
+    shape = (64, 80)
+    members = {
+        "a_sky.fits": (10.0, 1.0, 2),
+        "b_sky.fits": (14.0, 2.0, 4),
+        "c_sky.fits": (12.0, 3.0, None),
+    }
+    settings = test_settings(
+        tmp_path,
+        background={"method": "stack", "stack": {"min_members": 3}},
+        routing={"background_when": {"filename": ["*_sky*"]}},
+    )
+    science = Exposure(
+        np.random.default_rng(3).normal(62.0, 1.0, shape).astype(np.float32),
+        err=np.full(shape, 0.5, np.float32),
+        header=_header(),
+    )
+    inbox, out = settings.source.directory.path, settings.output.directory
+    async with running(settings) as service:
+        for name, (level, err, nints) in members.items():
+            full = shape if nints is None else (nints, *shape)
+            frame = Exposure(np.full(full, level, np.float32), err=np.full(full, err, np.float32),
+                             header=_header())  # fmt: skip
+            drop_fits(inbox, name, frame)
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "background"}, 3)  # fmt: skip
+        drop_fits(inbox, "target.fits", science)
+        await wait_until(lambda: len(products_in(out)) == 1)
+    product = read_exposure(out / "target_bsub.fits")
+    assert product.header["BKGNINP"] == 3
+    np.testing.assert_allclose(product.sci, science.sci - np.float32(12.0), atol=1e-5)
+    combined_err = np.sqrt(1.0 + 4.0 + 9.0) / 3.0
+    np.testing.assert_allclose(product.err, np.sqrt(0.5**2 + combined_err**2), rtol=1e-6)  # type: ignore[arg-type]
