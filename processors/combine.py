@@ -7,7 +7,14 @@ from typing import Literal
 
 import numpy as np
 
-from processors.engines._combine_kernel import COMBINE_CODES, JWST, combine_pixels
+from processors.engines._bands import bands, map_bands
+from processors.engines._combine_kernel import (
+    COMBINE_CODES,
+    JWST,
+    LANES,
+    combine_pixels,
+    sorting_network,
+)
 from processors.exposure import Exposure
 
 __all__ = ["COMBINES", "collapse_integrations", "combine_backgrounds"]
@@ -32,33 +39,42 @@ def _run(
     sigma: float,
     maxiters: int,
     k_err: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Combine ``(N, ...)`` planes pixel by pixel; returns value, variance, DQ, count."""
+    threads: int = 2,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
+    """Combine ``(N, ...)`` planes pixel by pixel; returns value, ERR, DQ, fewest used.
+
+    The compiled kernel reads the members where they are (float32 planes are not
+    copied) on ``threads`` threads; only the results are allocated. DQ is the OR of all
+    members (zeros when there is no DQ).
+    """
     n, shape = data.shape[0], data.shape[1:]
     flat = np.ascontiguousarray(data.reshape(n, -1), dtype=np.float32)
     pixels = flat.shape[1]
-    var = (
+    errors = (
         np.empty((0, pixels), np.float32)
         if err is None
         else np.ascontiguousarray(err.reshape(n, -1), dtype=np.float32)
     )
-    flags = (
-        np.empty((0, pixels), np.uint32)
-        if dq is None
-        else np.ascontiguousarray(dq.reshape(n, -1), dtype=np.uint32)
-    )
     out = np.empty(pixels, np.float32)
-    out_var = np.empty(pixels, np.float32)
-    out_dq = np.empty(pixels, np.uint32)
-    out_n = np.empty(pixels, np.int32)
+    out_err = np.empty(pixels if err is not None else 0, np.float32)
     slots = np.arange(n, dtype=np.int64)
-    combine_pixels(flat, var, flags, slots, method, sigma, sigma, maxiters, k_err, out,
-                   out_var, out_dq, out_n)  # fmt: skip
+    network = sorting_network(n)
+
+    def run(first: int, last: int) -> int:
+        fewest = combine_pixels(flat, errors, slots, network, method, sigma, sigma, maxiters,
+                                k_err, out, out_err, first, last, LANES)  # fmt: skip
+        return int(fewest)
+
+    spans = bands(-(-pixels // LANES), threads)
+    fewest = min(map_bands(run, spans))
+    flags = np.zeros(shape, np.uint32)
+    if dq is not None:
+        np.bitwise_or.reduce(np.asarray(dq, dtype=np.uint32), axis=0, out=flags)
     return (
         out.reshape(shape),
-        out_var.reshape(shape),
-        out_dq.reshape(shape),
-        out_n.reshape(shape),
+        None if err is None else out_err.reshape(shape),
+        flags,
+        fewest,
     )
 
 
@@ -83,7 +99,7 @@ def collapse_integrations(
     if err is not None:
         variance, _, _, _ = _run(np.square(err, dtype=np.float32), None, None, method=JWST,
                                  sigma=sigma, maxiters=iterations, k_err=0.0)  # fmt: skip
-        error = np.sqrt(variance)
+        error = np.sqrt(variance, out=variance)
     return Exposure(sci=mean, err=error, dq=flags)
 
 
@@ -141,6 +157,7 @@ def combine_backgrounds(
     sigma: float = 3.0,
     maxiters: int | None = None,
     k_err: float = 3.0,
+    threads: int = 2,
 ) -> Exposure:
     """Combine N background frames into one background, pixel by pixel.
 
@@ -180,6 +197,8 @@ def combine_backgrounds(
         Clipping iterations; None iterates until nothing more is rejected.
     k_err : float, optional
         ``'error-clip'`` threshold in units of each member's ERR.
+    threads : int, optional
+        Threads sharing the work (bands of pixels); the result does not depend on it.
 
     Returns
     -------
@@ -213,6 +232,8 @@ def combine_backgrounds(
             raise ValueError(f"{name} shape {np.shape(other)} does not match data {cube.shape}")
     if combine == "error-clip" and err is None:
         raise ValueError("combine='error-clip' needs err: each member is judged by its ERR")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     iterations = _iterations(maxiters)
     if cube.ndim == 4:
         collapsed = [
@@ -230,10 +251,10 @@ def combine_backgrounds(
         dq = None if dq is None else np.stack([c.dq for c in collapsed])
     errors = None if err is None else np.asarray(err)
     flags_in = None if dq is None else np.asarray(dq)
-    value, variance, flags, used = _run(
+    value, error, flags, used = _run(
         cube, errors, flags_in, method=COMBINE_CODES[combine], sigma=sigma, maxiters=iterations,
-        k_err=k_err,
+        k_err=k_err, threads=threads,
     )  # fmt: skip
-    result = Exposure(sci=value, err=None if err is None else np.sqrt(variance), dq=flags)
-    result.header["NCOMBINE"] = (int(used.min()), "fewest members combined at any pixel")
+    result = Exposure(sci=value, err=error, dq=flags)
+    result.header["NCOMBINE"] = (used, "fewest members combined at any pixel")
     return result

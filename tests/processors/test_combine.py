@@ -207,7 +207,7 @@ def test_full_stack_evicts_the_oldest_member() -> None:
     stack.add("b", Exposure(np.ones((2, 2))), obs_time=1.0)
     assert stack.add("c", Exposure(np.ones((2, 2))), obs_time=5.0) == ["b"]
     assert stack.member_ids == ["a", "c"]
-    assert stack.nbytes == 2 * 4 * (4 + 4 + 4)
+    assert stack.nbytes == 2 * 4 * (4 + 4)  # SCI and ERR planes; DQ all zero: nothing
 
 
 def test_member_without_err_makes_the_combined_err_unknown() -> None:
