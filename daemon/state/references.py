@@ -67,8 +67,8 @@ class ReferenceBackgrounds:
     Raises
     ------
     ConfigError
-        If ``path`` is not a file or ``folder`` not a folder at start (a misspelt path must
-        not quarantine a night of exposures).
+        If neither ``path`` nor ``folder`` is given, or ``path`` is not a file or
+        ``folder`` not a folder at start (a misspelt path must not quarantine a night).
     """
 
     def __init__(self, settings: ReferenceSettings, *, max_bytes: int, keep: int = 4) -> None:
@@ -76,6 +76,8 @@ class ReferenceBackgrounds:
             raise ConfigError(f"background.reference.path: {settings.path} is not a file")
         if settings.folder is not None and not settings.folder.is_dir():
             raise ConfigError(f"background.reference.folder: {settings.folder} is not a folder")
+        if settings.path is None and settings.folder is None:
+            raise ConfigError("background.reference: give path or folder")
         self._settings = settings
         self._max_bytes = max_bytes
         self._keep = keep
@@ -92,17 +94,16 @@ class ReferenceBackgrounds:
             ``reference_missing`` when the file is gone or unreadable, or no file of the
             folder matches; ``reference_ambiguous`` when several do.
         """
-        path = self._settings.path
-        if path is None:
-            path = self._match(header)
+        folder = self._settings.folder
+        path = self._match(header, folder) if folder is not None else self._settings.path
+        if path is None:  # pragma: no cover - the constructor refuses neither
+            raise ConfigError("background.reference: give path or folder")
         return Reference(path, self._read(path))
 
     # -- folder ---------------------------------------------------------------------------
 
-    def _candidates(self) -> list[Path]:
-        folder = self._settings.folder
-        if folder is None:  # pragma: no cover - only called with a folder
-            raise ValueError("no reference folder")
+    @staticmethod
+    def _candidates(folder: Path) -> list[Path]:
         try:
             names = sorted(os.listdir(folder))
         except OSError as exc:
@@ -131,7 +132,7 @@ class ReferenceBackgrounds:
             self._headers[path] = (stamp, header)
         return header
 
-    def _match(self, header: Header) -> Path:
+    def _match(self, header: Header, folder: Path) -> Path:
         keys = self._settings.match_keys
         wanted = {key: _value(header, key) for key in keys}
         absent = [key for key, value in wanted.items() if value is None]
@@ -140,7 +141,7 @@ class ReferenceBackgrounds:
                 "reference_missing",
                 f"the exposure has no {', '.join(absent)}: no reference background matches",
             )
-        candidates = self._candidates()
+        candidates = self._candidates(folder)
         with self._lock:  # files gone from the folder leave the cache
             for gone in set(self._headers) - set(candidates):
                 del self._headers[gone]
@@ -153,7 +154,7 @@ class ReferenceBackgrounds:
         if not matches:
             raise InvalidInput(
                 "reference_missing",
-                f"no reference background in {self._settings.folder} has {described}",
+                f"no reference background in {folder} has {described}",
             )
         if len(matches) > 1:
             raise InvalidInput(
