@@ -6,6 +6,7 @@ import numpy as np
 
 from processors.background import estimate_background
 from processors.combine import combine_backgrounds
+from processors.engines._byteorder import from_big_endian, to_big_endian
 from processors.exposure import Exposure
 from processors.reference_background import scale_reference_background
 
@@ -32,3 +33,7 @@ def warm_up() -> None:
     stack = np.stack([ramp, ramp + 1, ramp - 1])
     combine_backgrounds(stack, np.ones_like(stack), np.zeros(stack.shape, np.uint32))
     combine_backgrounds(stack)
+    for width in (2, 4, 8):  # FITS byte order, read and write
+        words = np.zeros(4, dtype=f"u{width}")
+        from_big_endian(words, flip_sign=True)
+        to_big_endian(words, np.empty(words.nbytes, np.uint8), flip_sign=True)

@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from daemon.errors import InvalidInput, QuarantineReason
+from daemon.fileio.fits_pixels import read_pixels
 from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES, FitsState, walk_fits
 from daemon.fileio.fits_writer import write_image_hdus
 from processors import Exposure
@@ -124,18 +125,19 @@ def _walked(path: Path, handle: IO[bytes] | None, max_bytes: int) -> IO[bytes]:
 
 
 @contextlib.contextmanager
-def _open(path: Path, max_bytes: int, **kwargs: Any) -> Iterator[fits.HDUList]:
+def _open(path: Path, max_bytes: int, **kwargs: Any) -> Iterator[tuple[IO[bytes], fits.HDUList]]:
     """Open a FITS file once: walk its structure, then hand the same descriptor to astropy.
 
-    Every failure until the block ends, astropy's included, becomes a quarantine reason,
-    so no structural defect surfaces as an unexpected error.
+    Yields the descriptor (for the pixels) and astropy's view of the headers. Every
+    failure until the block ends, astropy's included, becomes a quarantine reason, so no
+    structural defect surfaces as an unexpected error.
     """
     try:
         with _regular_file(path) as opened:
             handle = _walked(path, opened, max_bytes)
             handle.seek(0)
             with fits.open(handle, memmap=False, **kwargs) as hdul:
-                yield hdul
+                yield handle, hdul
     except InvalidInput:
         raise
     except OSError as exc:
@@ -162,7 +164,7 @@ def read_primary_header(path: Path, *, max_bytes: int = DEFAULT_MAX_EXPOSURE_BYT
         If the file is unreadable, not a regular file, not FITS, structurally invalid, too
         large, or incomplete (``truncated``).
     """
-    with _open(path, max_bytes, lazy_load_hdus=True) as hdul:
+    with _open(path, max_bytes, lazy_load_hdus=True) as (_, hdul):
         header = _strip_structural(hdul[0].header)
         if "SCI" in hdul:
             header.update(_strip_structural(hdul["SCI"].header))
@@ -173,7 +175,7 @@ def _image_hdu(hdul: fits.HDUList) -> fits.ImageHDU | fits.PrimaryHDU | None:
     if "SCI" in hdul:
         return hdul["SCI"]
     for hdu in hdul:
-        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and hdu.data is not None:
+        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and hdu.size > 0:
             return hdu
     return None
 
@@ -190,15 +192,17 @@ def _wcs_of(header: fits.Header) -> WCS | None:
     return wcs if wcs.has_celestial else None
 
 
-def _plane(hdul: fits.HDUList, name: str, shape: tuple[int, ...], path: Path) -> Any:
-    if name not in hdul or hdul[name].data is None:
+def _plane(
+    handle: IO[bytes], hdul: fits.HDUList, name: str, shape: tuple[int, ...], path: Path
+) -> Any:
+    if name not in hdul or hdul[name].size == 0:
         return None
-    data = hdul[name].data
-    if data.shape != shape:
+    hdu = hdul[name]
+    if hdu.shape != shape:
         raise InvalidInput(
-            "shape_mismatch", f"{path.name}: {name} shape {data.shape} != SCI shape {shape}"
+            "shape_mismatch", f"{path.name}: {name} shape {hdu.shape} != SCI shape {shape}"
         )
-    return data
+    return read_pixels(handle, hdu)
 
 
 def read_exposure(
@@ -228,23 +232,24 @@ def read_exposure(
         ``too_large``, ``truncated``, ``no_image_data``, ``wrong_shape``,
         ``shape_mismatch`` or ``no_valid_pixels``.
     """
-    with _open(path, max_bytes) as hdul:
+    with _open(path, max_bytes) as (handle, hdul):
         hdu = _image_hdu(hdul)
-        if hdu is None or hdu.size == 0 or hdu.data is None:
+        if hdu is None or hdu.size == 0:
             raise InvalidInput("no_image_data", f"{path.name}: no SCI or image data in any HDU")
-        with np.errstate(over="ignore"):  # beyond float32: +-inf, excluded like NaN
-            sci = np.asarray(hdu.data, dtype=np.float32)
         dims = (2, 3) if allow_cubes else (2,)
-        if sci.ndim not in dims:
+        if len(hdu.shape) not in dims:
             raise InvalidInput(
                 "wrong_shape",
-                f"{path.name}: SCI has shape {sci.shape}; accepted dimensions: {dims}",
+                f"{path.name}: SCI has shape {hdu.shape}; accepted dimensions: {dims}",
             )
-        err = _plane(hdul, "ERR", sci.shape, path)
-        dq = _plane(hdul, "DQ", sci.shape, path)
+        with np.errstate(over="ignore"):  # beyond float32: +-inf, excluded like NaN
+            sci = np.asarray(read_pixels(handle, hdu), dtype=np.float32)
+        err = _plane(handle, hdul, "ERR", sci.shape, path)
+        dq = _plane(handle, hdul, "DQ", sci.shape, path)
         if dq is not None and not np.issubdtype(dq.dtype, np.integer):
             raise InvalidInput("wrong_shape", f"{path.name}: DQ has non-integer type {dq.dtype}")
-        if not np.isfinite(sci).any():
+        flat = sci.reshape(-1)
+        if not (np.isfinite(flat[:4096]).any() or np.isfinite(flat).any()):
             raise InvalidInput("no_valid_pixels", f"{path.name}: SCI has no finite pixel")
         header = _strip_structural(hdul[0].header)
         if hdu is not hdul[0]:
