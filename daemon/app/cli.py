@@ -14,6 +14,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.app.demo import run_demo
+from daemon.app.demo_inputs import DEMO_METHODS
 from daemon.app.progress_display import ProgressDisplay, showing_progress
 from daemon.app.reload import reload_configuration
 from daemon.app.service import Service
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=1024, help="image side in pixels")
     demo.add_argument("--seed", type=int, default=1, help="random seed of the night")
     demo.add_argument("--workdir", type=Path, help="scratch folder (default: a new temp folder)")
+    demo.add_argument("--method", choices=DEMO_METHODS, default="model", help="background method")
+    demo.add_argument(
+        "--passes", type=int, choices=(1, 2), default=1, help="2: mask sources, model again"
+    )
 
     config = commands.add_parser("config", help="print the effective configuration")
     config.add_argument("--config", type=Path, help=config_help)
@@ -198,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "demo":
             configure_logging("WARNING")
-            return run_demo(count=args.count, size=args.size, seed=args.seed, workdir=args.workdir)
+            return run_demo(
+                count=args.count, size=args.size, seed=args.seed, workdir=args.workdir,
+                method=args.method, passes=args.passes,
+            )  # fmt: skip
         settings = load_settings(_config_path(args))
         if args.command == "config":
             print(settings_to_yaml(settings), end="")

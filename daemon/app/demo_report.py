@@ -26,7 +26,8 @@ img { max-width: 100%; display: block; margin: 8px 0 20px; } .muted { color: #8a
 
 def _row(exposure_id: str, truth: Exposure, product: ProductEvent | None) -> str:
     cards = truth.header
-    cells = [escape(exposure_id), f"{cards['TRUESKY']:.3f}"]
+    cells = [escape(exposure_id), escape(product.method or "") if product else "",
+             f"{cards['TRUESKY']:.3f}"]  # fmt: skip
     if product is None or product.background_level is None:
         return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "<td>no product</td></tr>"
     diff = product.background_level - cards["TRUESKY"]
@@ -76,7 +77,7 @@ def write_report(
 <h1>skystream demo <span class="muted">{len(products)}/{len(truth)} products</span></h1>
 <h2>Recovered against true sky level</h2>
 <figure id="recovered-vs-true">{plot}</figure>
-<table id="exposures"><thead><tr><th>exposure</th><th>true sky</th><th>BKGLEVEL</th>
+<table id="exposures"><thead><tr><th>exposure</th><th>method</th><th>true sky</th><th>BKGLEVEL</th>
 <th>diff</th><th>diff/noise</th><th>read ms</th><th>bkg ms</th><th>subtr ms</th>
 <th>write ms</th></tr></thead><tbody>{rows}</tbody></table>
 <h2>Quicklooks</h2>
