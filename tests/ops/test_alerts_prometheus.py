@@ -266,7 +266,7 @@ async def test_every_alert_fires_on_its_condition_and_resolves_after_it(
     await producer.start()
     try:
         async with aiohttp.ClientSession() as http:
-            await until("every daemon ready", all_ready, timeout=120)
+            await until("every daemon ready", all_ready, timeout=300)
             with prometheus(tmp_path, daemons) as api:
                 alerts = Alerts(http, api)
                 await until("targets scraped, rules evaluated",
