@@ -9,6 +9,7 @@ import numpy as np
 
 from processors._version import __version__
 from processors.background import BackgroundResult
+from processors.engines._subtract_kernel import subtract_in_place
 from processors.exposure import Exposure
 
 __all__ = ["ERROR_MODES", "skip_background", "subtract_background"]
@@ -56,6 +57,7 @@ def subtract_background(
     scale: float | None = None,
     reference: str | None = None,
     source_dq: int = 0,
+    in_place: bool = False,
 ) -> Exposure:
     """Subtract a 2-D background from an exposure, returning a new exposure.
 
@@ -95,6 +97,10 @@ def subtract_background(
         DQ bits set where a multi-pass model masked sources (``BackgroundResult``
         ``source_mask``); 0 keeps the DQ as it is. The masked fraction is recorded in
         ``BKGSRCFR`` either way.
+    in_place : bool, optional
+        Overwrite the exposure's SCI, ERR and DQ instead of allocating new planes (one
+        pass each; the same values bit for bit). The input exposure must not be used
+        afterwards: the returned one shares its arrays.
 
     Returns
     -------
@@ -124,23 +130,27 @@ def subtract_background(
             f"background shape {bkg_data.shape} does not match image shape {exposure.image_shape}"
         )
 
-    sci = np.subtract(exposure.sci, bkg_data, dtype=np.float32)
-    dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
     sources = background.source_mask if isinstance(background, BackgroundResult) else None
-    if sources is not None and source_dq:
-        dq = dq | np.where(sources, np.uint32(source_dq), np.uint32(0))
     err = exposure.err
     err_mode: str = errors
+    extra = None
     if err is None:
         err_mode = f"{errors} (ERR unknown)"
     elif errors == "quadrature":
         extra = bkg_error()
         if extra is None:
             err_mode = "quadrature (background error unknown)"
-        else:
+    if in_place:
+        sci, err, dq = _subtract_in_place(exposure, bkg_data, extra, bkg_dq)
+    else:
+        sci = np.subtract(exposure.sci, bkg_data, dtype=np.float32)
+        dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
+        if err is not None and extra is not None:
             combined = np.square(err, dtype=np.float32)
             combined += np.square(extra, dtype=np.float32)
             err = np.sqrt(combined, out=combined)
+    if sources is not None and source_dq:
+        dq = dq | np.where(sources, np.uint32(source_dq), np.uint32(0))
 
     header = exposure.header.copy()
     header["S_BKDSUB"] = ("COMPLETE", "background subtraction step")
@@ -161,6 +171,36 @@ def subtract_background(
     _record_inputs(header, inputs)
     header.add_history(f"skystream {__version__}: background '{method}' subtracted, ERR {errors}")
     return exposure.with_changes(sci=sci, err=err, dq=dq, header=header)
+
+
+def _subtract_in_place(
+    exposure: Exposure,
+    background: np.ndarray,
+    background_err: np.ndarray | None,
+    background_dq: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """SCI, ERR and DQ of ``exposure`` with the background taken out, in their own arrays."""
+    planes = [exposure.sci] if exposure.err is None else [exposure.sci, exposure.err]
+    if not all(p.flags.c_contiguous and p.flags.writeable for p in planes):
+        exposure = exposure.with_changes(
+            sci=exposure.sci.copy(), err=None if exposure.err is None else exposure.err.copy()
+        )
+    pixels = background.size
+    sci = exposure.sci.reshape(-1, pixels)
+    err = np.empty((0, pixels), np.float32) if exposure.err is None else exposure.err
+    extra = np.empty(0, np.float32) if background_err is None else background_err
+    subtract_in_place(
+        sci, err.reshape(-1, pixels),
+        np.ascontiguousarray(background, dtype=np.float32).reshape(-1),
+        np.ascontiguousarray(extra, dtype=np.float32).reshape(-1),
+    )  # fmt: skip
+    dq = exposure.dq
+    if background_dq is not None:
+        if dq.flags.writeable:
+            np.bitwise_or(dq, background_dq, out=dq)
+        else:
+            dq = dq | background_dq
+    return exposure.sci, exposure.err, dq
 
 
 def skip_background(

@@ -327,10 +327,11 @@ class Pipeline:
             return await self._stage(timings, "subtract", choice.subtract, exposure)
         if choice.background is None:
             return skip_background(exposure, method=choice.method, reason="; ".join(choice.notes))
+        # In place: the exposure's planes become the product's (nothing reads them after).
         return await self._stage(
             timings, "subtract", subtract_background, exposure, choice.background,
             errors=self._settings.background.errors, method=choice.method, inputs=choice.inputs,
-            source_dq=self._chooser.source_dq,
+            source_dq=self._chooser.source_dq, in_place=True,
         )  # fmt: skip
 
     async def _deliver(
