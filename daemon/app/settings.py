@@ -529,8 +529,13 @@ class SkyMatchSettings(_Section):
         description="Header keywords forming the mosaic group (an event's group wins); "
         "products without them are not matched.",
     )
-    skymethod: Literal["match", "global+match", "local", "global"] = Field(
-        "match", description="JWST skymatch method."
+    skymethod: Literal["match", "global+match", "local", "global", "user"] = Field(
+        "match", description="JWST skymatch method; user: the levels of skylist."
+    )
+    skylist: Path | None = Field(
+        None,
+        description="user: text file of 'exposure-id level' lines (# comments), re-read "
+        "when it changes.",
     )
     skystat: SkyStat = Field("mode", description="Sky statistic (stsci.imagestats semantics).")
     match_down: bool = Field(True, description="Reference is the lowest sky (else highest).")
@@ -551,6 +556,12 @@ class SkyMatchSettings(_Section):
     end_when: BackgroundRule = Field(
         BackgroundRule(), description="Header/file-name rule for a group's last exposure."
     )
+
+    @model_validator(mode="after")
+    def _user_levels_are_listed(self) -> SkyMatchSettings:
+        if self.skymethod == "user" and self.skylist is None:
+            raise ValueError("skymethod user needs skylist")
+        return self
 
 
 class LaneSettings(_Section):
@@ -680,6 +691,9 @@ class Settings(BaseSettings):
                         if getattr(self.background.reference, name) is not None
                     }
                 },
+                "skymatch": {}
+                if self.skymatch.skylist is None
+                else {"skylist": absolute(self.skymatch.skylist)},
             },
         )
 

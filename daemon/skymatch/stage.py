@@ -40,7 +40,7 @@ from daemon.kafka.state_topic import SKYMATCH_PREFIX, StateTopic
 from daemon.ops.metrics import Metrics
 from daemon.state.skymatch_groups import SKYMATCH_KEYWORDS, SkyMatchGroups
 from processors import Exposure
-from processors.skymatch import apply_sky, prepare_sky_image
+from processors.user_sky import record_sky_level
 
 __all__ = ["HandOff", "SkyMatchStage", "kafka_hand_off", "mosaic_group", "parse_product_event"]
 
@@ -246,12 +246,10 @@ class SkyMatchStage:
     ) -> ProductEvent | None:
         """Write ``<stem>_skym.fits`` (and its sidecar); return its ProductEvent (blocking)."""
         start = time.perf_counter()
-        exposure = read_exposure(source)
-        image = prepare_sky_image(exposure, dqbits=None, subtract=True, keywords=SKYMATCH_KEYWORDS)
-        [matched] = apply_sky(
-            [exposure], [image], [level - image.initial_sky], [True],
-            skymethod=table.method, subtract=True, keywords=SKYMATCH_KEYWORDS,
-        ).images  # fmt: skip
+        matched = record_sky_level(
+            read_exposure(source), level, skymethod=table.method, subtract=True,
+            keywords=SKYMATCH_KEYWORDS,
+        )  # fmt: skip
         target = source.with_name(f"{source.stem}{MATCHED_SUFFIX}.fits")
         fsync = self._settings.output.fsync
         write_exposure(matched, target, fsync=fsync)

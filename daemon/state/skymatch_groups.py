@@ -18,9 +18,11 @@ from daemon.events import SkyMatchEvent, SkyMatchMember
 from daemon.fileio.fits_io import read_exposure, remove_stale_temporaries, write_json
 from daemon.fileio.names import safe_file_name
 from daemon.ops.metrics import Metrics
+from daemon.skymatch.skylist import SkyList
 from processors import Exposure
 from processors.sky_matcher import SkyMatcher
 from processors.skymatch import PairStats, SkyKeywords, SkyMatchResult
+from processors.user_sky import UserSkyMatcher
 
 __all__ = ["SKYMATCH_KEYWORDS", "SkyMatchGroups"]
 
@@ -40,7 +42,7 @@ OnState = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 @dataclass
 class _Group:
     name: str
-    matcher: SkyMatcher
+    matcher: SkyMatcher | UserSkyMatcher
     products: dict[str, str] = field(default_factory=dict)  # exposure id -> product path
     last_arrival: float = field(default_factory=time.time)
     revision: int = 0
@@ -101,9 +103,27 @@ class SkyMatchGroups:
         self._groups: dict[str, _Group] = {}
         self._on_closed = on_closed
         self._on_state = on_state
+        #: ``skymethod: user``: the levels (raises ConfigError for a missing or bad list).
+        self._skylist = (
+            SkyList(settings.skylist)
+            if settings.skymethod == "user" and settings.skylist is not None
+            else None
+        )
 
-    def _matcher(self) -> SkyMatcher:
+    def _matcher(self) -> SkyMatcher | UserSkyMatcher:
+        if self._skylist is not None:
+            return UserSkyMatcher(subtract=self._settings.subtract, keywords=SKYMATCH_KEYWORDS)
         return SkyMatcher(**sky_matcher_parameters(self._settings), keywords=SKYMATCH_KEYWORDS)
+
+    def _solve(self, state: _Group, closing: bool) -> SkyMatchResult:
+        """The group's levels; with a sky list, its current levels (blocking)."""
+        matcher = state.matcher
+        if isinstance(matcher, UserSkyMatcher) and self._skylist is not None:
+            matcher.levels = self._skylist.levels()
+            for image_id in matcher.missing() if closing else ():
+                log.warning("skymatch group %s: %s is not in the sky list %s: SKIPPED",
+                            state.name, image_id, self._settings.skylist)  # fmt: skip
+        return matcher.solve()
 
     def has(self, group: str, exposure_id: str) -> bool:
         """Whether ``exposure_id`` is already a member of the open group ``group``."""
@@ -134,7 +154,7 @@ class SkyMatchGroups:
                 return
             state.products[exposure_id] = product_path
             state.last_arrival = time.time()
-            result = await self._in_pool(state.matcher.solve)
+            result = await self._in_pool(self._solve, state, False)
             state.revision += 1
             await self._in_pool(self._publish, state, result, False)
             record = await self._in_pool(self._save, state)
@@ -166,7 +186,7 @@ class SkyMatchGroups:
         if state is None:
             return
         async with state.lock:
-            result = await self._in_pool(state.matcher.solve)
+            result = await self._in_pool(self._solve, state, True)
             state.revision += 1
             table = await self._in_pool(self._publish, state, result, True)
             if self._on_closed is not None:

@@ -93,6 +93,7 @@ POLICY = {
     "skymatch": {
         "enabled": "app.service: sky matching on or off",
         "group_key": "state.skymatch_groups: the mosaic group of an exposure",
+        "skylist": "state.skymatch_groups: the levels of skymethod user (skymatch.skylist)",
         "close_after_seconds": "state.skymatch_groups: idle groups close",
         "max_members": "state.skymatch_groups: full groups close",
         "end_when": "state.skymatch_groups: a group's last exposure",
