@@ -45,6 +45,20 @@ def test_bytes_equal_astropys_writeto(tmp_path: Path) -> None:
     assert ours.getvalue() == expected.read_bytes()
 
 
+@pytest.mark.parametrize("offset", [0, 10])
+def test_a_real_file_gets_the_same_bytes(tmp_path: Path, offset: int) -> None:
+    """Whole blocks straight to the device (an aligned start), or plain writes (unaligned)."""
+    planes = _planes()
+    expected = io.BytesIO()
+    write_image_hdus(expected, fits.Header(), planes)
+    path = tmp_path / "product.fits"
+    with open(path, "wb") as handle:
+        handle.write(b"x" * offset)
+        write_image_hdus(handle, fits.Header(), planes)
+    assert path.read_bytes() == b"x" * offset + expected.getvalue()
+    assert path.stat().st_size == offset + len(expected.getvalue())
+
+
 class _FullDisk(io.RawIOBase):
     def __init__(self, room: int) -> None:
         self.room = room
