@@ -46,7 +46,7 @@ def sorting_network(n: int) -> np.ndarray:
     size = 1
     while size < n:
         size *= 2
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     p = 1
     while p < size:
         k = p
