@@ -11,7 +11,6 @@ from processors.skymatch import (
     SkyImage,
     SkyKeywords,
     SkyMatchResult,
-    apply_sky,
     local_sky,
     measure_pair,
     prepare_sky_image,
@@ -24,7 +23,6 @@ __all__ = ["SkyMatcher"]
 
 @dataclass
 class _Member:
-    exposure: Exposure
     image: SkyImage
     group: object
 
@@ -37,6 +35,11 @@ class SkyMatcher:
     it forms with the images already present (and its own local sky), never the whole
     group again; `solve` then re-solves the small least-squares system. After the last
     arrival the levels equal `processors.skymatch` run on all the images at once.
+
+    An image is not kept: only what its pair statistics need (`SkyImage`: sampled usable
+    pixels, the usable-pixel mask as bits, the WCS; about 3 MiB for a 4096² image), so a
+    group of many large images stays small. The levels are applied to the images later,
+    by whoever holds them (`processors.user_sky.record_sky_level`).
 
     Not thread-safe by itself: one owner adds and solves.
     """
@@ -80,7 +83,7 @@ class SkyMatcher:
             exposure, dqbits=self.dqbits, subtract=self.subtract, keywords=self.keywords
         )
         gid = image_id if group is None else group
-        self.members[image_id] = _Member(exposure, image, gid)
+        self.members[image_id] = _Member(image, gid)
         known = pairs or {}
         order = self.groups()
         measured = 0
@@ -116,8 +119,16 @@ class SkyMatcher:
             weight += w
         return float((total / weight) ** 0.5) if weight else None
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held for the members' images."""
+        return sum(member.image.nbytes for member in self.members.values())
+
     def solve(self) -> SkyMatchResult:
-        """Levels for every image from the cached statistics (cheap; call per arrival)."""
+        """Levels for every image from the cached statistics (cheap; call per arrival).
+
+        The result carries levels only (``images`` is empty): the images are not here.
+        """
         order = self.groups()
         index = {g: i for i, g in enumerate(order)}
         pairs = {(index[a], index[b]): p for (a, b), p in self.pairs.items()}
@@ -125,13 +136,11 @@ class SkyMatcher:
         increments, valid = solve_sky(
             len(order), pairs, local, skymethod=self.skymethod, match_down=self.match_down
         )
-        members = list(self.members.values())
-        return apply_sky(
-            [m.exposure for m in members],
-            [m.image for m in members],
-            [increments[index[m.group]] for m in members],
-            [valid[index[m.group]] for m in members],
-            skymethod=self.skymethod,
-            subtract=self.subtract,
-            keywords=self.keywords,
-        )
+        levels: list[float | None] = []
+        usable: list[bool] = []
+        for member in self.members.values():
+            increment = increments[index[member.group]]
+            ok = valid[index[member.group]] and increment is not None
+            levels.append(member.image.initial_sky + increment if ok else None)  # type: ignore[operator]
+            usable.append(valid[index[member.group]])
+        return SkyMatchResult(levels, usable, self.skymethod, self.subtract, [])

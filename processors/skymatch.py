@@ -59,14 +59,18 @@ class SkyMatchWarning(UserWarning):
 
 @dataclass(frozen=True, eq=False)
 class SkyImage:
-    """One image prepared for matching: pixels, good-pixel mask, WCS and its prior sky.
+    """One image prepared for matching: what its overlap statistics need, not its pixels.
 
     Attributes
     ----------
-    data : ndarray
-        2-D float32 science pixels.
-    mask : ndarray of bool
-        True where a pixel may be used (not flagged by ``dqbits``, finite).
+    samples : ndarray
+        float32 pixels on the sampling grid (every ``step``-th row and column, from 0),
+        NaN where a pixel may not be used (flagged by ``dqbits``, or not finite).
+    good : ndarray
+        The full-resolution usable-pixel mask, bits packed along rows (`numpy.packbits`):
+        where another image's samples land.
+    shape : (int, int)
+        Shape of the image.
     wcs : `~astropy.wcs.WCS`
         Celestial WCS.
     initial_sky : float
@@ -74,14 +78,24 @@ class SkyImage:
         ``subtract``), else 0. Statistics are taken on the pixels as they are (already
         reduced by it), and new levels are cumulative on top of it.
     step : int
-        Sampling stride used when this image's pixels are mapped onto another image.
+        Sampling stride.
     """
 
-    data: np.ndarray
-    mask: np.ndarray
+    samples: np.ndarray
+    good: np.ndarray
+    shape: tuple[int, int]
     wcs: WCS
     initial_sky: float
     step: int
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the samples and the mask (about 3 MiB for a 4096² image)."""
+        return int(self.samples.nbytes + self.good.nbytes)
+
+    def usable(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Whether the pixels ``(y, x)`` (integer arrays inside the image) may be used."""
+        return ((self.good[y, x >> 3] >> (7 - (x & 7))) & 1).astype(bool)
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,10 @@ def prepare_sky_image(
     initial = _initial_sky(exposure, subtract=subtract, keywords=keywords)
     mask = ~bad_pixel_mask(exposure.dq, dqbits) & np.isfinite(exposure.sci)
     step = max(1, int(np.sqrt(exposure.sci.size / _TARGET_SAMPLES)))
-    return SkyImage(exposure.sci, mask, exposure.wcs.celestial, initial, step)
+    grid = (slice(None, None, step), slice(None, None, step))
+    samples = np.where(mask[grid], exposure.sci[grid], np.float32(np.nan)).astype(np.float32)
+    return SkyImage(samples, np.packbits(mask, axis=1), exposure.image_shape,
+                    exposure.wcs.celestial, initial, step)  # fmt: skip
 
 
 def _initial_sky(exposure: Exposure, *, subtract: bool, keywords: SkyKeywords) -> float:
@@ -147,16 +164,16 @@ def _initial_sky(exposure: Exposure, *, subtract: bool, keywords: SkyKeywords) -
 
 def _footprint_box(a: SkyImage, b: SkyImage) -> tuple[int, int, int, int] | None:
     """Bounding box of b's footprint in a's pixel grid (None if it misses a entirely)."""
-    ny, nx = b.data.shape
+    ny, nx = b.shape
     xs = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5, (nx - 1) / 2])
     ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5, (ny - 1) / 2])
     ax, ay = a.wcs.world_to_pixel_values(*b.wcs.pixel_to_world_values(xs, ys))
     if not (np.isfinite(ax).all() and np.isfinite(ay).all()):
-        return 0, a.data.shape[0], 0, a.data.shape[1]
+        return 0, a.shape[0], 0, a.shape[1]
     y0 = max(int(np.floor(ay.min())) - 2, 0)
-    y1 = min(int(np.ceil(ay.max())) + 3, a.data.shape[0])
+    y1 = min(int(np.ceil(ay.max())) + 3, a.shape[0])
     x0 = max(int(np.floor(ax.min())) - 2, 0)
-    x1 = min(int(np.ceil(ax.max())) + 3, a.data.shape[1])
+    x1 = min(int(np.ceil(ax.max())) + 3, a.shape[1])
     return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
 
 
@@ -177,7 +194,7 @@ def _pixel_map(a: SkyImage, b: SkyImage) -> Callable[[np.ndarray, np.ndarray], t
     def exact(x: np.ndarray, y: np.ndarray) -> tuple:
         return b.wcs.world_to_pixel_values(*a.wcs.pixel_to_world_values(x, y))
 
-    ny, nx = a.data.shape
+    ny, nx = a.shape
     gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 9), np.linspace(-0.5, ny - 0.5, 9))
     cx, cy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 17)[1::2],
                          np.linspace(-0.5, ny - 0.5, 17)[1::2])  # fmt: skip
@@ -200,26 +217,28 @@ def _pixel_map(a: SkyImage, b: SkyImage) -> Callable[[np.ndarray, np.ndarray], t
 
 
 def _overlap_values(a: SkyImage, others: Sequence[SkyImage]) -> np.ndarray:
-    """The good pixels of ``a`` (sampled) that land on a good pixel of any of ``others``."""
+    """The usable samples of ``a`` that land on a usable pixel of any of ``others``."""
     chosen = []
+    cols = a.samples.shape[1]
     for b in others:
         box = _footprint_box(a, b)
         if box is None:
             continue
-        y0, y1, x0, x1 = box
-        yy, xx = np.mgrid[y0 : y1 : a.step, x0 : x1 : a.step]
-        good = a.mask[yy, xx]
-        ys, xs = yy[good], xx[good]
-        bx, by = _pixel_map(a, b)(xs, ys)
-        ix, iy = np.rint(bx), np.rint(by)
-        inside = (ix >= 0) & (iy >= 0) & (ix < b.data.shape[1]) & (iy < b.data.shape[0])
-        hit = np.zeros(ys.size, dtype=bool)
-        hit[inside] = b.mask[iy[inside].astype(np.int64), ix[inside].astype(np.int64)]
-        chosen.append(ys[hit] * a.data.shape[1] + xs[hit])
+        y0, y1, x0, x1 = (-(-edge // a.step) for edge in box)  # sample rows/columns inside
+        window = a.samples[y0:y1, x0:x1]
+        iy, ix = np.nonzero(np.isfinite(window))
+        iy += y0
+        ix += x0
+        bx, by = _pixel_map(a, b)(ix * a.step, iy * a.step)
+        jx, jy = np.rint(bx), np.rint(by)
+        inside = (jx >= 0) & (jy >= 0) & (jx < b.shape[1]) & (jy < b.shape[0])
+        hit = np.zeros(iy.size, dtype=bool)
+        hit[inside] = b.usable(jy[inside].astype(np.int64), jx[inside].astype(np.int64))
+        chosen.append(iy[hit] * cols + ix[hit])
     if not chosen:
         return np.empty(0, dtype=np.float32)
     flat = np.unique(np.concatenate(chosen)) if len(chosen) > 1 else chosen[0]
-    return a.data.reshape(-1)[flat]
+    return a.samples.reshape(-1)[flat]
 
 
 def _measure(values: np.ndarray, step: int, stat: SkyStatistic) -> tuple[float | None, int]:
@@ -263,8 +282,7 @@ def local_sky(group: Sequence[SkyImage], stat: SkyStatistic) -> float | None:
     """
     skies = []
     for image in group:
-        grid = (slice(None, None, image.step), slice(None, None, image.step))
-        sky, _ = _measure(image.data[grid][image.mask[grid]], image.step, stat)
+        sky, _ = _measure(image.samples[np.isfinite(image.samples)], image.step, stat)
         if sky is not None:
             skies.append(sky)
     return min(skies) if skies else None

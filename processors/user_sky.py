@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from processors._version import __version__
 from processors.exposure import Exposure
 from processors.skymatch import (
     JWST_KEYWORDS,
@@ -57,8 +56,7 @@ def record_sky_level(
 
 @dataclass
 class _Member:
-    exposure: Exposure
-    group: object
+    group: object  # the image itself is not kept: a group holds no pixels
 
 
 @dataclass
@@ -105,7 +103,7 @@ class UserSkyMatcher:
             For 3-D data, or an image recorded earlier with a different ``subtract``.
         """
         _initial_sky(exposure, subtract=self.subtract, keywords=self.keywords)
-        self.members[image_id] = _Member(exposure, image_id if group is None else group)
+        self.members[image_id] = _Member(image_id if group is None else group)
         return 0
 
     def missing(self) -> list[str]:
@@ -113,26 +111,15 @@ class UserSkyMatcher:
         return [image_id for image_id in self.members if image_id not in self.levels]
 
     def solve(self) -> SkyMatchResult:
-        """Each image's listed level (None and not valid where it is not listed)."""
-        levels: list[float | None] = []
-        images = []
-        for image_id, member in self.members.items():
-            level = self.levels.get(image_id)
-            if level is None:
-                header = member.exposure.header.copy()
-                header["S_SKYMAT"] = ("SKIPPED", "sky matching step")
-                header.add_history(f"skystream {__version__}: sky matching skipped (not listed)")
-                images.append(member.exposure.with_changes(header=header))
-                levels.append(None)
-                continue
-            recorded = record_sky_level(
-                member.exposure, float(level), skymethod="user", subtract=self.subtract,
-                keywords=self.keywords,
-            )  # fmt: skip
-            images.append(recorded)
-            levels.append(float(level))
+        """Each image's listed level (None and not valid where it is not listed).
+
+        Levels only (``images`` is empty): the images are not kept; `record_sky_level`
+        applies a level to an image.
+        """
+        levels = [self.levels.get(image_id) for image_id in self.members]
+        levels = [None if level is None else float(level) for level in levels]
         valid = [level is not None for level in levels]
-        return SkyMatchResult(levels, valid, "user", self.subtract, images)
+        return SkyMatchResult(levels, valid, "user", self.subtract, [])
 
     def residual_rms(self, result: SkyMatchResult) -> float | None:
         """None: listed levels are not fitted to anything."""

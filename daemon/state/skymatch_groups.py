@@ -55,10 +55,15 @@ class SkyMatchGroups:
     Each arrival measures only the pairs it forms (cached statistics for the rest), then
     the group table ``<output>/skymatch/<group>.json`` is rewritten with the provisional
     levels. A group closes on its end marker, at ``max_members``, or after
-    ``close_after_seconds`` without arrivals; its final table goes to ``on_closed``. The
-    products themselves are never rewritten (`daemon.skymatch.stage` writes new ones).
-    Open groups (members and cached pair statistics) are saved in the state folder and
-    rebuilt from the products at start.
+    ``close_after_seconds`` without arrivals; its final table goes to ``on_closed`` (which
+    writes what closing yields) before the table on disk says ``closed``. The products
+    themselves are never rewritten (`daemon.skymatch.stage` writes new ones). Open groups
+    (members and cached pair statistics) are saved in the state folder and rebuilt from
+    the products at start.
+
+    A group holds no product: its matcher keeps, per member, only what the pair
+    statistics need (`processors.skymatch.SkyImage`: sampled usable pixels, the
+    usable-pixel mask as bits, the WCS; about 3 MiB for a 4096² member).
 
     Parameters
     ----------
@@ -188,9 +193,12 @@ class SkyMatchGroups:
         async with state.lock:
             result = await self._in_pool(self._solve, state, True)
             state.revision += 1
-            table = await self._in_pool(self._publish, state, result, True)
+            table = self._table(state, result, closed=True)
+            # What closing yields (matched products) first: a table that says "closed"
+            # means everything of the group is written.
             if self._on_closed is not None:
                 await self._on_closed(table)
+            await self._in_pool(self._write_table, table)
             (self._state / f"{safe_file_name(group)}.json").unlink(missing_ok=True)
             if self._on_state is not None:
                 await self._on_state(group, None)
@@ -202,22 +210,29 @@ class SkyMatchGroups:
 
     # -- files (worker threads) ----------------------------------------------------------
 
-    def _publish(self, state: _Group, result: SkyMatchResult, closed: bool) -> SkyMatchEvent:
+    @staticmethod
+    def _table(state: _Group, result: SkyMatchResult, *, closed: bool) -> SkyMatchEvent:
         members = [
             SkyMatchMember(exposure_id=image_id, product=state.products.get(image_id),
                            level=level, valid=ok)
             for image_id, level, ok in zip(state.matcher.members, result.levels, result.valid,
                                            strict=True)
         ]  # fmt: skip
-        table = SkyMatchEvent(
+        return SkyMatchEvent(
             group=state.name, revision=state.revision, closed=closed, method=result.method,
             subtract=result.subtract, members=members,
         )  # fmt: skip
+
+    def _write_table(self, table: SkyMatchEvent) -> None:
         write_json(
             table.model_dump(mode="json", by_alias=True),
-            self._tables / f"{safe_file_name(state.name)}.json",
+            self._tables / f"{safe_file_name(table.group)}.json",
             fsync=self._fsync,
         )
+
+    def _publish(self, state: _Group, result: SkyMatchResult, closed: bool) -> SkyMatchEvent:
+        table = self._table(state, result, closed=closed)
+        self._write_table(table)
         return table
 
     def _save(self, state: _Group) -> dict[str, Any]:
