@@ -158,6 +158,22 @@ class DirectorySourceSettings(_Section):
         description="Accept symbolic links whose target lies outside the watched folder "
         "(refused as outside_roots otherwise).",
     )
+    after: Literal["keep", "archive"] = Field(
+        "keep",
+        description="A finished input (product written, or skipped) stays in the folder "
+        "(keep) or moves to archive_path/<UTC date>/ (archive), so that the folder and the "
+        "ledger hold only what is still to come. Stack backgrounds and quarantined files "
+        "are never archived.",
+    )
+    archive_path: Path | None = Field(
+        None, description="Folder given to skystream to own, for after: archive."
+    )
+
+    @model_validator(mode="after")
+    def _archive_has_a_folder(self) -> DirectorySourceSettings:
+        if self.after == "archive" and self.archive_path is None:
+            raise ValueError("after: archive needs archive_path (a folder skystream may own)")
+        return self
 
 
 class KafkaSecuritySettings(_Section):
@@ -676,7 +692,12 @@ class Settings(BaseSettings):
             self,
             {
                 "source": {
-                    "directory": {"path": absolute(self.source.directory.path)},
+                    "directory": {"path": absolute(self.source.directory.path)}
+                    | (
+                        {}
+                        if self.source.directory.archive_path is None
+                        else {"archive_path": absolute(self.source.directory.archive_path)}
+                    ),
                     "kafka": {
                         "allowed_roots": [absolute(p) for p in self.source.kafka.allowed_roots]
                     },

@@ -7,6 +7,7 @@ import contextlib
 import fnmatch
 import logging
 import os
+import shutil
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +45,9 @@ __all__ = ["DirectorySource"]
 
 log = logging.getLogger("skystream.source.directory")
 
+#: Outcomes whose input ``after: archive`` moves away (a stack background stays: its stack
+#: is rebuilt from it; a quarantined input is already gone).
+_ARCHIVED = frozenset({"complete", "skipped"})
 #: Names of the source's supervised tasks.
 _WATCHER, _RESCAN, _SETTLE = "directory watcher", "directory rescan", "directory settle"
 
@@ -171,6 +175,7 @@ class DirectorySource:
         self._observer: BaseObserver | None = None
         self._supervisor: Supervisor | None = None
         self._scanned_once = asyncio.Event()
+        self._compacted = False  # the first scan drops rows of files no longer here
 
     @property
     def connected(self) -> bool:
@@ -265,8 +270,14 @@ class DirectorySource:
         return any(fnmatch.fnmatch(name, pattern) for pattern in self._settings.patterns)
 
     def _scan(self) -> list[str]:
-        """List candidate files that the ledger does not record as finished (worker thread)."""
+        """List candidate files that the ledger does not record as finished (worker thread).
+
+        With ``after: archive``, finished inputs still here (a stop came between their
+        ledger row and their move) are archived now. The first scan also drops the ledger
+        rows of files no longer in the folder.
+        """
         found = []
+        present = []
         with os.scandir(self._folder) as entries:
             for entry in entries:
                 if not self._matches(entry.path):
@@ -274,10 +285,43 @@ class DirectorySource:
                 look = self._probe(entry.path)
                 if look.state == "gone":
                     continue
-                done = LedgerEntry(entry.path, look.size, look.mtime_ns)
-                if not self._ledger.is_finished(done):
+                present.append(entry.path)
+                outcome = self._ledger.outcome(LedgerEntry(entry.path, look.size, look.mtime_ns))
+                if outcome is None:
                     found.append(entry.path)
+                elif outcome in _ARCHIVED:
+                    self._archive(entry.path)
+        if not self._compacted:
+            dropped = self._ledger.compact(str(self._folder), present)
+            self._compacted = True
+            if dropped:
+                log.info("ledger: %d row(s) of files no longer in %s dropped", dropped,
+                         self._folder)  # fmt: skip
         return found
+
+    def _archive(self, path: str) -> None:
+        """Move a finished input to ``archive_path/<UTC date>/`` and drop its ledger row.
+
+        A failure is logged and the file stays (its ledger row keeps it finished); the
+        next scan tries again. An archived file never overwrites another.
+        """
+        archive = self._settings.archive_path
+        if self._settings.after != "archive" or archive is None:
+            return
+        folder = archive / time.strftime("%Y-%m-%d", time.gmtime())
+        name = os.path.basename(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / name
+            copies = 0
+            while target.exists():
+                copies += 1
+                target = folder / f"{name}.{copies}"
+            shutil.move(path, target)
+        except OSError as exc:
+            log.warning("cannot archive %s: %s", name, exc.strerror or exc)
+            return
+        self._ledger.forget(path)
 
     async def _rescan_loop(self) -> None:
         while True:
@@ -423,6 +467,8 @@ class DirectorySource:
                 outcome=outcome,
                 product=product,
             )
+            if outcome in _ARCHIVED:
+                await asyncio.to_thread(self._archive, look.path)
             self._in_flight.pop(look.path, None)
 
         return Delivery(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,13 @@ class LedgerEntry:
 
 
 class Ledger:
-    """SQLite-backed set of finished input files, mirrored in memory for fast look-ups.
+    """SQLite-backed set of finished input files, looked up by path.
 
     A file counts as finished only with the same size and mtime it had when it was
-    finished: a file replaced under the same name is processed again.
+    finished: a file replaced under the same name is processed again. Nothing is loaded
+    at start and a look-up is one indexed query (a few microseconds), so neither start-up
+    nor a rescan depends on how many files were ever finished; rows of files that left
+    the folder are dropped by `forget` (an archived input) and `compact`.
 
     Parameters
     ----------
@@ -46,22 +50,39 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
-        self._lock = threading.Lock()
-        self._finished = {
-            row[0]: (row[1], row[2])
-            for row in self._db.execute("SELECT path, size, mtime_ns FROM finished")
-        }
+        self._lock = threading.Lock()  # the writing connection
+        self._readers = threading.local()  # WAL: readers on their own connections never wait
+        self._closed = False
+
+    def _reader(self) -> sqlite3.Connection:
+        reader = getattr(self._readers, "db", None)
+        if reader is None:
+            reader = sqlite3.connect(self._path, check_same_thread=False)
+            self._readers.db = reader
+        return reader
 
     def __len__(self) -> int:
-        return len(self._finished)
+        return int(self._reader().execute("SELECT COUNT(*) FROM finished").fetchone()[0])
 
     def is_finished(self, entry: LedgerEntry) -> bool:
         """True if this exact file (path, size, mtime) was finished before."""
-        return self._finished.get(entry.path) == (entry.size, entry.mtime_ns)
+        return self.outcome(entry) is not None
+
+    def outcome(self, entry: LedgerEntry) -> str | None:
+        """How this exact file was finished (``complete``, ``background``, ...), or None."""
+        row = (
+            self._reader()
+            .execute("SELECT size, mtime_ns, outcome FROM finished WHERE path = ?", (entry.path,))
+            .fetchone()
+        )
+        if row is None or (row[0], row[1]) != (entry.size, entry.mtime_ns):
+            return None
+        return str(row[2])
 
     def record(
         self, entry: LedgerEntry, *, exposure_id: str, outcome: str, product: str | None
@@ -80,9 +101,39 @@ class Ledger:
                     time.time(),
                 ),
             )
-            self._finished[entry.path] = (entry.size, entry.mtime_ns)
+
+    def forget(self, path: str) -> None:
+        """Drop the row of a file that left the folder (archived); thread-safe."""
+        with self._lock:
+            self._db.execute("DELETE FROM finished WHERE path = ?", (path,))
+
+    def compact(self, folder: str, present: Iterable[str]) -> int:
+        """Drop the rows of files under ``folder`` that are no longer there; return how many.
+
+        One pass over the table (blocking: call from a worker thread), so that the ledger
+        holds about as many rows as the folder holds files.
+        """
+        prefix = folder.rstrip("/") + "/"
+        with self._lock:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS present (path TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM present")
+            self._db.executemany("INSERT OR IGNORE INTO present VALUES (?)",
+                                 ((p,) for p in present))  # fmt: skip
+            cursor = self._db.execute(
+                "DELETE FROM finished WHERE substr(path, 1, ?) = ? "
+                "AND path NOT IN (SELECT path FROM present)",
+                (len(prefix), prefix),
+            )
+            self._db.execute("DELETE FROM present")
+            return int(cursor.rowcount)
 
     def close(self) -> None:
         """Close the database; safe to call twice."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._db.close()
+        reader = getattr(self._readers, "db", None)
+        if reader is not None:
+            reader.close()
