@@ -45,7 +45,7 @@ def _run(
 
     The compiled kernel reads the members where they are (float32 planes are not
     copied) on ``threads`` threads; only the results are allocated. DQ is the OR of all
-    members (zeros when there is no DQ).
+    members (without DQ, a read-only view of zeros: no plane is allocated).
     """
     n, shape = data.shape[0], data.shape[1:]
     flat = np.ascontiguousarray(data.reshape(n, -1), dtype=np.float32)
@@ -67,9 +67,10 @@ def _run(
 
     spans = bands(-(-pixels // LANES), threads)
     fewest = min(map_bands(run, spans))
-    flags = np.zeros(shape, np.uint32)
-    if dq is not None:
-        np.bitwise_or.reduce(np.asarray(dq, dtype=np.uint32), axis=0, out=flags)
+    if dq is None:  # no flag anywhere: a read-only view of one zero, no plane
+        flags = np.broadcast_to(np.uint32(0), shape)
+    else:
+        flags = np.bitwise_or.reduce(np.asarray(dq, dtype=np.uint32), axis=0)
     return (
         out.reshape(shape),
         None if err is None else out_err.reshape(shape),

@@ -235,7 +235,12 @@ class RollingStack:
         return result
 
     def _combined_flags(self) -> np.ndarray:
-        """OR of every member's DQ (all members, clipped ones too, as in JWST)."""
+        """OR of every member's DQ (all members, clipped ones too, as in JWST).
+
+        While no member has a flag, a read-only view of zeros: nothing is combined.
+        """
+        if all(member.dq is None for member in self._members.values()):
+            return np.broadcast_to(np.uint32(0), self.shape)
         flags = np.zeros(self._sci.shape[1], np.uint32)
         for member in self._members.values():
             if isinstance(member.dq, tuple):
