@@ -15,6 +15,7 @@ from astropy.wcs import WCS
 
 from processors._version import __version__
 from processors.dq import bad_pixel_mask
+from processors.engines._overlap_kernel import quadratic_hits
 from processors.exposure import Exposure
 from processors.skystats import SkyStatistic
 
@@ -182,7 +183,17 @@ def _design(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)
 
 
-def _pixel_map(a: SkyImage, b: SkyImage) -> Callable[[np.ndarray, np.ndarray], tuple]:
+@dataclass(frozen=True)
+class _Quadratic:
+    """A quadratic map of scaled pixel coordinates (terms of `_design`)."""
+
+    coef_x: np.ndarray
+    coef_y: np.ndarray
+    sx: float
+    sy: float
+
+
+def _pixel_map(a: SkyImage, b: SkyImage) -> _Quadratic | Callable[[np.ndarray, np.ndarray], tuple]:
     """A map from a's pixel coordinates to b's.
 
     Going through the sky with WCSLIB costs ~1 µs per pixel; over one image the map
@@ -206,35 +217,39 @@ def _pixel_map(a: SkyImage, b: SkyImage) -> Callable[[np.ndarray, np.ndarray], t
     design = _design(gx.ravel() * sx, gy.ravel() * sy)
     coef_x, *_ = np.linalg.lstsq(design, tx, rcond=None)
     coef_y, *_ = np.linalg.lstsq(design, ty, rcond=None)
+    terms = _design(cx.ravel() * sx, cy.ravel() * sy)
+    error = max(np.abs(terms @ coef_x - check_x).max(), np.abs(terms @ coef_y - check_y).max())
+    return _Quadratic(coef_x, coef_y, sx, sy) if error < 0.01 else exact
 
-    def fitted(x: np.ndarray, y: np.ndarray) -> tuple:
-        terms = _design(np.asarray(x, float) * sx, np.asarray(y, float) * sy)
-        return terms @ coef_x, terms @ coef_y
 
-    fx, fy = fitted(cx.ravel(), cy.ravel())
-    error = max(np.abs(fx - check_x).max(), np.abs(fy - check_y).max())
-    return fitted if error < 0.01 else exact
+def _hits(a: SkyImage, b: SkyImage, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Flat indices of a's usable samples inside ``box`` that land on a usable pixel of b."""
+    y0, y1, x0, x1 = (-(-edge // a.step) for edge in box)  # sample rows/columns inside
+    mapping = _pixel_map(a, b)
+    if isinstance(mapping, _Quadratic):
+        out = np.empty(max(y1 - y0, 0) * max(x1 - x0, 0), np.int64)
+        count = quadratic_hits(a.samples, y0, y1, x0, x1, a.step, mapping.coef_x,
+                               mapping.coef_y, mapping.sx, mapping.sy, b.good, b.shape[0],
+                               b.shape[1], out)  # fmt: skip
+        return out[:count]
+    iy, ix = np.nonzero(np.isfinite(a.samples[y0:y1, x0:x1]))
+    iy += y0
+    ix += x0
+    bx, by = mapping(ix * a.step, iy * a.step)
+    jx, jy = np.rint(bx), np.rint(by)
+    inside = (jx >= 0) & (jy >= 0) & (jx < b.shape[1]) & (jy < b.shape[0])
+    hit = np.zeros(iy.size, dtype=bool)
+    hit[inside] = b.usable(jy[inside].astype(np.int64), jx[inside].astype(np.int64))
+    return iy[hit] * a.samples.shape[1] + ix[hit]
 
 
 def _overlap_values(a: SkyImage, others: Sequence[SkyImage]) -> np.ndarray:
     """The usable samples of ``a`` that land on a usable pixel of any of ``others``."""
     chosen = []
-    cols = a.samples.shape[1]
     for b in others:
         box = _footprint_box(a, b)
-        if box is None:
-            continue
-        y0, y1, x0, x1 = (-(-edge // a.step) for edge in box)  # sample rows/columns inside
-        window = a.samples[y0:y1, x0:x1]
-        iy, ix = np.nonzero(np.isfinite(window))
-        iy += y0
-        ix += x0
-        bx, by = _pixel_map(a, b)(ix * a.step, iy * a.step)
-        jx, jy = np.rint(bx), np.rint(by)
-        inside = (jx >= 0) & (jy >= 0) & (jx < b.shape[1]) & (jy < b.shape[0])
-        hit = np.zeros(iy.size, dtype=bool)
-        hit[inside] = b.usable(jy[inside].astype(np.int64), jx[inside].astype(np.int64))
-        chosen.append(iy[hit] * cols + ix[hit])
+        if box is not None:
+            chosen.append(_hits(a, b, box))
     if not chosen:
         return np.empty(0, dtype=np.float32)
     flat = np.unique(np.concatenate(chosen)) if len(chosen) > 1 else chosen[0]
