@@ -36,8 +36,9 @@ def warm_up() -> None:
     combine_backgrounds(stack, np.ones_like(stack), np.zeros(stack.shape, np.uint32))
     combine_backgrounds(stack)
     subtract_background(Exposure(ramp.copy(), err=np.ones_like(ramp)), ramp, in_place=True)
-    quadratic_hits(ramp[:2, :2].copy(), 0, 2, 0, 2, 1, np.zeros(6), np.zeros(6), 1.0, 1.0,
-                   np.zeros((2, 1), np.uint8), 2, 2, np.empty(4, np.int64))  # skymatch overlaps
+    coef = np.zeros(6)  # skymatch overlaps
+    quadratic_hits(ramp[:2, :2].copy(), 0, 2, 0, 2, 1, coef, coef, 1.0, 1.0,
+                   np.zeros((2, 1), np.uint8), 2, 2, np.empty(4, np.int64))  # fmt: skip
     for width in (2, 4, 8):  # FITS byte order, read and write
         words = np.zeros(4, dtype=f"u{width}")
         from_big_endian(words, flip_sign=True)
