@@ -141,7 +141,7 @@ def main() -> None:
         "| cycle / photutils |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as scratch:
+    with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         for size in args.sizes:
             source = folder / f"in_{size}.fits"
