@@ -230,6 +230,7 @@ class Service:
             metrics=self.metrics,
             max_keys=settings.lanes.max_keys,
             idle_seconds=settings.lanes.idle_seconds,
+            prefetch=pipeline.prefetch,
         )
         source = self.source = self._make_source(consumes, publisher, state_topic, store)
         self.metrics.follow(lambda: self.readiness()[0],

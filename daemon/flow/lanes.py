@@ -82,6 +82,8 @@ class Lanes:
         Most lanes at once (`accepts` refuses a further key).
     idle_seconds : float
         Lanes idle this long are removed by `reap`, with their metric series.
+    prefetch : callable, optional
+        Told a lane's next delivery when the one before it starts (to read it meanwhile).
     """
 
     def __init__(
@@ -95,7 +97,9 @@ class Lanes:
         metrics: Metrics,
         max_keys: int = 256,
         idle_seconds: float = 3600.0,
+        prefetch: Callable[[Delivery], None] | None = None,
     ) -> None:
+        self._prefetch = prefetch
         self._max_keys = max_keys
         self._idle_seconds = idle_seconds
         self._handler = handler
@@ -252,6 +256,8 @@ class Lanes:
                 continue
             delivery = lane.waiting.popleft()
             lane.held.discard(delivery)
+            if self._prefetch is not None and lane.waiting:
+                self._prefetch(lane.waiting[0])  # its read overlaps this one's work
             if await self._handle(lane, delivery, may_park=True):
                 lane.parked.append(_Parked(delivery, time.monotonic() + self._park_seconds))
                 log.info("%s parked in lane %s until its stack is ready",
