@@ -26,8 +26,10 @@ __all__ = [
     "SkyImage",
     "SkyMatchResult",
     "SkyMatchWarning",
+    "initial_sky",
     "measure_pair",
     "prepare_sky_image",
+    "record_sky",
     "skymatch",
     "solve_sky",
 ]
@@ -137,7 +139,7 @@ def prepare_sky_image(
     """
     if exposure.wcs is None or not exposure.wcs.has_celestial:
         raise ValueError("skymatch needs a celestial WCS on every image")
-    initial = _initial_sky(exposure, subtract=subtract, keywords=keywords)
+    initial = initial_sky(exposure, subtract=subtract, keywords=keywords)
     mask = ~bad_pixel_mask(exposure.dq, dqbits) & np.isfinite(exposure.sci)
     step = max(1, int(np.sqrt(exposure.sci.size / _TARGET_SAMPLES)))
     grid = (slice(None, None, step), slice(None, None, step))
@@ -146,8 +148,23 @@ def prepare_sky_image(
                     exposure.wcs.celestial, initial, step)  # fmt: skip
 
 
-def _initial_sky(exposure: Exposure, *, subtract: bool, keywords: SkyKeywords) -> float:
-    """Sky an earlier run already subtracted (0 if none), refusing a flipped ``subtract``."""
+def initial_sky(exposure: Exposure, *, subtract: bool, keywords: SkyKeywords) -> float:
+    """Sky level an earlier run already recorded (0 if none), refusing a flipped ``subtract``.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        A 2-D image, possibly matched before.
+    subtract : bool
+        Whether this run subtracts its levels.
+    keywords : SkyKeywords
+        Header keywords of the recorded level.
+
+    Raises
+    ------
+    ValueError
+        For a cube, or when an earlier run recorded the other ``subtract``.
+    """
     if exposure.is_cube:
         raise ValueError(f"skymatch works on 2-D images, got shape {exposure.shape}")
     header = exposure.header
@@ -481,12 +498,12 @@ def apply_sky(
             continue
         levels.append(image.initial_sky + increment)
         out.append(
-            _record_sky(exposure, image.initial_sky, increment, skymethod, subtract, keywords)
+            record_sky(exposure, image.initial_sky, increment, skymethod, subtract, keywords)
         )
     return SkyMatchResult(levels, list(valid), skymethod, subtract, out)
 
 
-def _record_sky(
+def record_sky(
     exposure: Exposure,
     initial: float,
     increment: float,
@@ -494,7 +511,23 @@ def _record_sky(
     subtract: bool,
     keywords: SkyKeywords,
 ) -> Exposure:
-    """A new exposure with the sky level recorded (and the increment subtracted)."""
+    """A new exposure with the sky level recorded (and the increment subtracted).
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    initial : float
+        Level recorded before (`initial_sky`).
+    increment : float
+        This run's level on top of it.
+    skymethod : str
+        Method name for the header.
+    subtract : bool
+        Subtract ``increment`` from SCI.
+    keywords : SkyKeywords
+        Header keywords of the recorded level.
+    """
     header = exposure.header.copy()
     header["S_SKYMAT"] = ("COMPLETE", "sky matching step")
     header[keywords.level] = (initial + increment, "sky level (skymatch)")
@@ -518,6 +551,6 @@ def _user_levels(
     out = []
     for exposure, level in zip(images, levels, strict=True):
         keywords = JWST_KEYWORDS
-        initial = _initial_sky(exposure, subtract=subtract, keywords=keywords)
-        out.append(_record_sky(exposure, initial, level - initial, "user", subtract, keywords))
+        initial = initial_sky(exposure, subtract=subtract, keywords=keywords)
+        out.append(record_sky(exposure, initial, level - initial, "user", subtract, keywords))
     return SkyMatchResult(list(levels), [True] * len(images), "user", subtract, out)

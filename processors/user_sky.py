@@ -17,8 +17,8 @@ from processors.skymatch import (
     PairStats,
     SkyKeywords,
     SkyMatchResult,
-    _initial_sky,
-    _record_sky,
+    initial_sky,
+    record_sky,
 )
 
 __all__ = ["UserSkyMatcher", "record_sky_level"]
@@ -50,8 +50,8 @@ def record_sky_level(
     >>> float(out.sci[0, 0]), out.header["BKGLEVEL"], out.header["S_SKYMAT"]
     (3.0, 2.0, 'COMPLETE')
     """
-    initial = _initial_sky(exposure, subtract=subtract, keywords=keywords)
-    return _record_sky(exposure, initial, level - initial, skymethod, subtract, keywords)
+    initial = initial_sky(exposure, subtract=subtract, keywords=keywords)
+    return record_sky(exposure, initial, level - initial, skymethod, subtract, keywords)
 
 
 @dataclass
@@ -102,7 +102,7 @@ class UserSkyMatcher:
         ValueError
             For 3-D data, or an image recorded earlier with a different ``subtract``.
         """
-        _initial_sky(exposure, subtract=self.subtract, keywords=self.keywords)
+        initial_sky(exposure, subtract=self.subtract, keywords=self.keywords)
         self.members[image_id] = _Member(image_id if group is None else group)
         return 0
 
