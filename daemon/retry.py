@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -28,8 +29,9 @@ class Retrier:
     """Runs an operation until it succeeds, retrying only what `retriable_cause` accepts.
 
     While an operation is failing its condition is held (``/readyz`` names it, with the
-    time it began); the first success clears it. There is no attempt limit: a full disk
-    or a broker outage lasts as long as it lasts, and the service's stop cancels the wait.
+    time it began) until no caller of that resource is failing any more. There is no
+    attempt limit: a full disk or a broker outage lasts as long as it lasts, and the
+    service's stop cancels the wait.
     Errors that would only repeat propagate at once.
 
     Parameters
@@ -44,6 +46,7 @@ class Retrier:
         self, conditions: Conditions, *, initial_seconds: float = 0.5, max_seconds: float = 30.0
     ) -> None:
         self.conditions = conditions
+        self._failing: Counter[str] = Counter()  # callers in backoff, per resource
         self._initial = initial_seconds
         self._max = max_seconds
 
@@ -58,19 +61,38 @@ class Retrier:
         operation : callable
             Makes a fresh awaitable per attempt.
         """
+        failed = succeeded = False
+
+        def on_failure(state: RetryCallState) -> None:
+            nonlocal failed
+            if not failed:
+                failed = True
+                self._failing[where] += 1
+            self._failed(where, state)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: retriable_cause(exc) is not None),
             wait=wait_exponential(multiplier=self._initial, max=self._max)
             + wait_random(0, self._initial),
-            before_sleep=lambda state: self._failed(where, state),
+            before_sleep=on_failure,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                result = await operation()
-        if self.conditions.clear(where):
-            log.warning("%s: recovered", where)
-        return result
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    result = await operation()
+            succeeded = True
+            return result
+        finally:
+            # The condition holds while any caller of ``where`` is failing; the last one to
+            # stop (succeeded, given up on an error that would repeat, or cancelled) clears it.
+            if failed:
+                self._failing[where] -= 1
+                if self._failing[where] == 0:
+                    del self._failing[where]
+                    if self.conditions.clear(where):
+                        log.warning("%s: %s", where,
+                                    "recovered" if succeeded else "no longer retried")  # fmt: skip
 
     def _failed(self, where: str, state: RetryCallState) -> None:
         beat()  # waiting out a known condition is not being stuck

@@ -256,8 +256,6 @@ class Lanes:
                 continue
             delivery = lane.waiting.popleft()
             lane.held.discard(delivery)
-            if self._prefetch is not None and lane.waiting:
-                self._prefetch(lane.waiting[0])  # its read overlaps this one's work
             if await self._handle(lane, delivery, may_park=True):
                 lane.parked.append(_Parked(delivery, time.monotonic() + self._park_seconds))
                 log.info("%s parked in lane %s until its stack is ready",
@@ -265,10 +263,12 @@ class Lanes:
                 self._rebalance(lane)
 
     async def _handle(self, lane: _Lane, delivery: Delivery, *, may_park: bool) -> bool:
-        lane.busy = True
-        self._rebalance(lane)
         assert lane.heartbeat is not None
+        lane.busy = True
         try:
+            self._rebalance(lane)
+            if self._prefetch is not None and lane.waiting:
+                self._prefetch(lane.waiting[0])  # its read overlaps this one's work
             with lane.heartbeat.working():
                 return await self._handler(delivery, lane.key, may_park)
         except BaseException:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from daemon.app.settings import Settings
-from daemon.errors import InvalidInput, Retriable
+from daemon.errors import Fatal, InvalidInput, Retriable
 from daemon.events import ProductEvent
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
@@ -158,9 +158,10 @@ class Pipeline:
         self._metrics.inflight.inc()
         try:
             timings: dict[str, float] = {}
+            if delivery.problem is not None:
+                await self.reject(delivery, delivery.problem, key)
+                return False
             try:
-                if delivery.problem is not None:
-                    raise delivery.problem
                 if delivery.may_repeat and await self._announce_existing(delivery, key):
                     return False
                 if may_park and self._chooser.may_wait():
@@ -177,6 +178,16 @@ class Pipeline:
                     await self._settle(delivery, key, exposure, timings)
             except InvalidInput as exc:
                 await self.reject(delivery, exc, key)
+            except Exception as exc:
+                if isinstance(exc, Fatal):
+                    raise
+                # Past the retry policy, an error would only repeat: retrying the delivery
+                # would crash-loop the lane (and the process); quarantining it lets the
+                # stream go on.
+                log.exception("processing failed for %s", delivery.event.path.name)
+                problem = InvalidInput("processing_error", f"{type(exc).__name__}: {exc}")
+                await self.reject(delivery, problem, key)
+            self._parked.pop(delivery, None)
             return False
         finally:
             self._prefetched.pop(delivery, None)  # not needed (parked, repeated): let it go

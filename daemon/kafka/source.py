@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from daemon.app.settings import KafkaSourceSettings
-from daemon.errors import InvalidInput
+from daemon.errors import Fatal, InvalidInput
 from daemon.events import ExposureEvent
 from daemon.intake.claims import parse_exposure_event
 from daemon.intake.delivery import Delivery
@@ -324,7 +324,12 @@ class KafkaSource:
             try:
                 value = parse(message.value)
             except InvalidInput as exc:
-                await self._dead_letter(message, exc)
+                try:
+                    await self._dead_letter(message, exc)
+                except Exception as failure:  # retriable errors were retried already
+                    # Its offset would stay pending and hold the partition's commits
+                    # forever: stop, so that a restart delivers it again.
+                    raise Fatal(f"cannot publish a dead letter ({failure})") from failure
                 part.pending.discard(message.offset)
                 part.seen.pop(message.offset, None)
                 continue

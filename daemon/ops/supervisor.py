@@ -146,8 +146,13 @@ class Supervisor:
         while True:
             try:
                 await child.run()
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this task is being stopped
+                # A cancelled future awaited inside the task is a failure, not a stop.
+                log.exception("task %s ended by a cancellation it did not ask for", child.name)
+                problem = f"{type(exc).__name__}: an awaited operation was cancelled"
             except Fatal as exc:
                 log.critical("task %s failed fatally: %s", child.name, exc)
                 self._give_up(GaveUp(f"task {child.name} failed: {exc}"))

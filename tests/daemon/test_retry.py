@@ -80,3 +80,44 @@ def test_retrier_does_not_retry_what_would_repeat() -> None:
     with pytest.raises(ValueError, match="a bug"):
         asyncio.run(retrier.call("products folder", bad))
     assert calls == [1]
+
+
+def test_a_condition_ends_with_the_call_that_gives_up() -> None:
+    conditions = Conditions()
+    retrier = Retrier(conditions, initial_seconds=0.01, max_seconds=0.02)
+    errors = [OSError(errno.EIO, "Input/output error"), ValueError("then a bug")]
+
+    async def write() -> None:
+        raise errors.pop(0)
+
+    with pytest.raises(ValueError, match="then a bug"):
+        asyncio.run(retrier.call("products folder", write))
+    assert conditions.describe() == []
+
+
+def test_a_condition_holds_while_any_caller_still_fails() -> None:
+    conditions = Conditions()
+    retrier = Retrier(conditions, initial_seconds=0.05, max_seconds=0.05)
+    seen: list[list[str]] = []
+
+    async def run() -> None:
+        release = asyncio.Event()
+
+        async def stuck() -> None:
+            if not release.is_set():
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        async def fine() -> None:
+            return None
+
+        failing = asyncio.create_task(retrier.call("products folder", stuck))
+        await asyncio.sleep(0.12)
+        await retrier.call("products folder", fine)  # another lane's write succeeds
+        seen.append(conditions.describe())
+        release.set()
+        await failing
+        seen.append(conditions.describe())
+
+    asyncio.run(run())
+    assert seen[0][0].startswith("products folder: No space left on device (ENOSPC) since ")
+    assert seen[1] == []

@@ -100,3 +100,24 @@ async def test_working_without_progress_is_stalled_and_waiting_is_not() -> None:
     assert supervisor.stalled() == []
     stuck.set()
     await supervisor.stop()
+
+
+async def test_a_cancelled_future_inside_a_task_is_a_failure_not_a_stop() -> None:
+    conditions = Conditions()
+    supervisor = Supervisor(conditions, max_restarts=3, window_seconds=60)
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def awaits_a_cancelled_future() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()  # as a shut-down executor does to its pending work
+            await future
+        await release.wait()
+
+    supervisor.spawn("lane K", awaits_a_cancelled_future, finite=True)
+    await wait_until(lambda: len(runs) == 2)  # restarted, not silently ended
+    assert supervisor.failure is None
+    release.set()
+    await supervisor.stop()
