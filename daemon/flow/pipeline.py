@@ -156,6 +156,7 @@ class Pipeline:
 
     async def _process(self, delivery: Delivery, key: str, may_park: bool) -> bool:
         self._metrics.inflight.inc()
+        parked = False
         try:
             timings: dict[str, float] = {}
             if delivery.problem is not None:
@@ -168,8 +169,8 @@ class Pipeline:
                     obs_time = await self._science_time(delivery)
                     if obs_time is not None and self._chooser.must_wait(key, obs_time):
                         self._parked[delivery] = obs_time
+                        parked = True
                         return True
-                self._parked.pop(delivery, None)
                 exposure = await self._read(delivery, timings)
                 header = exposure.header
                 if self._chooser.kind(delivery.event, header) == "background":
@@ -178,18 +179,19 @@ class Pipeline:
                     await self._settle(delivery, key, exposure, timings)
             except InvalidInput as exc:
                 await self.reject(delivery, exc, key)
+            except Fatal:
+                raise
             except Exception as exc:
-                if isinstance(exc, Fatal):
-                    raise
-                # Past the retry policy, an error would only repeat: retrying the delivery
-                # would crash-loop the lane (and the process); quarantining it lets the
-                # stream go on.
+                # The one place for the unexpected (reading, modelling, writing): past the
+                # retry policy an error would only repeat, and retrying the delivery would
+                # crash-loop the lane; quarantining it lets the stream go on.
                 log.exception("processing failed for %s", delivery.event.path.name)
                 problem = InvalidInput("processing_error", f"{type(exc).__name__}: {exc}")
                 await self.reject(delivery, problem, key)
-            self._parked.pop(delivery, None)
             return False
         finally:
+            if not parked:
+                self._parked.pop(delivery, None)
             self._prefetched.pop(delivery, None)  # not needed (parked, repeated): let it go
             self._metrics.inflight.dec()
 
@@ -319,13 +321,7 @@ class Pipeline:
                     "unreadable", f"{path.name}: {exc.strerror or exc} while reading it"
                 ) from exc
 
-        try:
-            return await self._retrier.call(INPUT_STORAGE, attempt)
-        except InvalidInput:
-            raise
-        except Exception as exc:
-            log.exception("cannot read %s", path.name)
-            raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
+        return await self._retrier.call(INPUT_STORAGE, attempt)
 
     async def _absorb(
         self, delivery: Delivery, key: str, exposure: Exposure, timings: dict[str, float]
@@ -360,11 +356,6 @@ class Pipeline:
             product = await self._subtracted(exposure, choice, timings)
         except NoValidPixelsError as exc:
             raise InvalidInput("no_valid_pixels", f"{event.path.name}: {exc}") from exc
-        except (InvalidInput, OSError):
-            raise  # an OSError here passed the retry policy: it would only repeat
-        except Exception as exc:
-            log.exception("processing failed for %s", event.path.name)
-            raise InvalidInput("processing_error", f"{type(exc).__name__}: {exc}") from exc
         await self._deliver(delivery, key, exposure, choice, product, timings)
 
     async def _subtracted(
