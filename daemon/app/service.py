@@ -36,6 +36,7 @@ from daemon.ops.quicklooks import Quicklooks
 from daemon.ops.sky_page import SkyPage
 from daemon.ops.supervisor import Supervisor
 from daemon.ops.systemd import SystemdNotifier
+from daemon.ops.worker_pool import run_in_pool
 from daemon.retry import Retrier
 from daemon.skymatch.stage import HandOff, SkyMatchStage, kafka_hand_off
 from daemon.state.lock import StateFolderLock
@@ -170,10 +171,7 @@ class Service:
         settings = self.settings
         pool = ThreadPoolExecutor(settings.workers.threads, thread_name_prefix="skystream-worker")
         stack.push_async_callback(asyncio.to_thread, pool.shutdown, True, cancel_futures=True)
-        loop = asyncio.get_running_loop()
-
-        async def in_pool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
+        in_pool = functools.partial(run_in_pool, pool)
 
         consumes = self._source_override is None and settings.source.kind == "kafka"
         publisher, state_topic = self._kafka_parts(consumes)

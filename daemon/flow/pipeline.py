@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import errno
 import functools
 import logging
@@ -28,6 +27,7 @@ from daemon.kafka.publisher import EventPublisher
 from daemon.ops.logs import log_context
 from daemon.ops.metrics import Metrics
 from daemon.ops.quicklooks import QuicklookJob, Quicklooks
+from daemon.ops.worker_pool import run_in_pool
 from daemon.retry import Retrier
 from daemon.skymatch.stage import HandOff, mosaic_group
 from processors import (
@@ -123,9 +123,7 @@ class Pipeline:
 
     async def in_pool(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``func`` in the worker pool (with this task's log fields)."""
-        loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-        return await loop.run_in_executor(self._pool, call)
+        return await run_in_pool(self._pool, func, *args, **kwargs)
 
     async def _stage(
         self, timings: dict[str, float], name: str, func: Callable[..., T], *args: Any,
