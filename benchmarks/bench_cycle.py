@@ -81,7 +81,7 @@ def _floor(source: Path, targets: _Targets, fsync: bool) -> None:
 def _cycle(source: Path, targets: _Targets, fsync: bool) -> None:
     exposure = read_exposure(source)
     model = model_exposure_background(exposure, threads=THREADS)
-    product = subtract_background(exposure, model, in_place=True)
+    product = subtract_background(exposure, model, in_place=True, threads=THREADS)
     write_exposure(product, targets.next(), fsync=fsync)
 
 
@@ -106,7 +106,7 @@ def _row(source: Path, folder: Path, size: int, repeats: int, fsync: bool) -> st
         ),
         # With a fresh model, whose error map (the ERR quadrature term) is made on first use.
         "subtract": _timed(
-            lambda: subtract_background(work[0], models[0], in_place=True),  # type: ignore[arg-type]
+            lambda: subtract_background(work[0], models[0], in_place=True, threads=THREADS),  # type: ignore[arg-type]
             fresh_with_model,
             repeats,
         ),

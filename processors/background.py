@@ -14,6 +14,7 @@ from processors._validation import NoValidPixelsError, as_image, as_pair
 from processors.detection import detect_sources
 from processors.dq import bad_pixel_mask
 from processors.engines import EngineOutput, MeshParameters
+from processors.engines._mesh import SplineSurface, as_map
 from processors.engines.fast import fast_background
 from processors.engines.lsst import lsst_background
 from processors.engines.photutils_engine import photutils_background
@@ -37,7 +38,9 @@ class BackgroundResult:
     Attributes
     ----------
     background : ndarray
-        Background map, same shape as the input image (float32 for float32 input).
+        Background map, same shape as the input image (float32 for float32 input). A
+        mesh model keeps it as a spline surface until it is first asked for (then the map
+        is made once and kept): a subtraction in place makes it row by row instead.
     mesh, rms_mesh : ndarray
         The low-resolution statistics the map was made from (after fill and filter).
     level : float
@@ -55,7 +58,7 @@ class BackgroundResult:
         The (dilated) sources masked for the last pass of a multi-pass model, else None.
     """
 
-    background: np.ndarray
+    _background: np.ndarray | SplineSurface
     mesh: np.ndarray
     rms_mesh: np.ndarray
     level: float
@@ -65,6 +68,36 @@ class BackgroundResult:
     source_mask: np.ndarray | None = None
     _rms_map: Callable[[], np.ndarray] = field(default=lambda: np.empty(0), repr=False)
     _error_map: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    _error_surface: tuple[SplineSurface, float] | None = field(default=None, repr=False)
+
+    @property
+    def background(self) -> np.ndarray:
+        """The background map (made from its surface on first access, then kept)."""
+        stored = self._background
+        if isinstance(stored, SplineSurface):
+            stored = stored.evaluate()
+            object.__setattr__(self, "_background", stored)  # a cache, not a new value
+        return stored
+
+    @property
+    def background_surface(self) -> SplineSurface | None:
+        """The map as a spline surface while it has not been made, else None."""
+        return self._background if isinstance(self._background, SplineSurface) else None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the background map."""
+        shape = self._background.shape
+        return (int(shape[0]), int(shape[1]))
+
+    @property
+    def error_surface(self) -> tuple[SplineSurface, float] | None:
+        """`error` as a spline surface and a factor, when it is one (else None).
+
+        `error` equals ``surface.evaluate() * float32(factor)``; a subtraction can make
+        it row by row where it is used instead of writing and rereading a full map.
+        """
+        return self._error_surface
 
     @property
     def rms(self) -> np.ndarray:
@@ -387,7 +420,7 @@ def estimate_background(
     if passes > 1:
         bad = (flags & flags.dtype.type(badbits)).astype(bool) | ~np.isfinite(image)
         for _ in range(passes - 1):
-            residual = np.subtract(image, out.background, dtype=np.float32)
+            residual = np.subtract(image, as_map(out.background), dtype=np.float32)
             sources = detect_sources(
                 residual, out.rms_map(), nsigma=nsigma, npixels=npixels, dilate=dilate,
                 mask=bad,
@@ -399,6 +432,7 @@ def estimate_background(
         raise NoValidPixelsError("no unmasked finite pixels in the image")
     background = out.background
     if engine == "lsst":
+        background = as_map(background)
         level = float(np.mean(background if coverage is None else background[~coverage]))
     else:
         level = float(np.median(out.mesh))
@@ -406,10 +440,14 @@ def estimate_background(
     error_map = None
     if coverage is not None:
         params["fill_value"] = float(fill_value)
+        background = as_map(background)
         background[coverage] = fill_value
         error_map = partial(_error_outside_coverage, out.rms_map, error_scale, coverage)
+    surface = None
+    if out.rms_surface is not None and coverage is None:
+        surface = (out.rms_surface, error_scale)
     return BackgroundResult(
-        background=background,
+        _background=background,
         mesh=out.mesh,
         rms_mesh=out.rms_mesh,
         level=level,
@@ -419,6 +457,7 @@ def estimate_background(
         source_mask=sources,
         _rms_map=partial(_filled, out.rms_map, coverage, float(fill_value)),
         _error_map=error_map,
+        _error_surface=surface,
     )
 
 

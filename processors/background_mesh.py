@@ -99,7 +99,7 @@ def background_mesh(model: BackgroundResult) -> BackgroundMesh:
     """
     if "fill_value" in model.params:
         raise ValueError("a model made with a coverage_mask cannot be saved as a mesh")
-    shape = (int(model.background.shape[0]), int(model.background.shape[1]))
+    shape = model.shape
     if model.params.get("engine") == "lsst":
         order = int(model.params["order"])
         coefficients = _chebyshev_coefficients(model.background, order)

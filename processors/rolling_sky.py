@@ -20,7 +20,7 @@ from astropy.stats import biweight_location
 
 from processors.background import BackgroundResult
 from processors.combine import Combine, combine_backgrounds
-from processors.engines._mesh import upsample
+from processors.engines._mesh import spline_surface
 
 __all__ = ["SkyMember", "rolling_sky_background", "sky_member"]
 
@@ -122,13 +122,14 @@ def rolling_sky_background(
         maxiters=maxiters,
     )
     level = float(biweight_location(current.mesh))
-    shape = current.background.shape
+    shape = current.shape
     mesh = template.sci * np.float32(level)
     error_mesh = np.asarray(template.err) * np.float32(level)  # members always carry errors
+    error_surface = spline_surface(error_mesh, box, shape)
     params = dict(current.params)
     params.update({"method": "rolling-sky", "members": len(members), "combine": combine})
     return BackgroundResult(
-        background=upsample(mesh, box, shape),
+        _background=spline_surface(mesh, box, shape),
         mesh=mesh,
         rms_mesh=current.rms_mesh,
         level=float(np.median(mesh)),
@@ -137,5 +138,6 @@ def rolling_sky_background(
         params=MappingProxyType(params),
         source_mask=current.source_mask,  # this frame's sources, for the product's DQ
         _rms_map=current._rms_map,
-        _error_map=lambda: upsample(error_mesh, box, shape),
+        _error_map=error_surface.evaluate,
+        _error_surface=(error_surface, 1.0),
     )

@@ -9,7 +9,9 @@ import numpy as np
 
 from processors._version import __version__
 from processors.background import BackgroundResult
-from processors.engines._subtract_kernel import subtract_in_place
+from processors.engines._bands import bands, map_bands
+from processors.engines._mesh import SplineSurface, as_map
+from processors.engines._subtract_kernel import subtract_rows_in_place
 from processors.exposure import Exposure
 
 __all__ = ["ERROR_MODES", "skip_background", "subtract_background"]
@@ -58,6 +60,7 @@ def subtract_background(
     reference: str | None = None,
     source_dq: int = 0,
     in_place: bool = False,
+    threads: int = 1,
 ) -> Exposure:
     """Subtract a 2-D background from an exposure, returning a new exposure.
 
@@ -101,6 +104,8 @@ def subtract_background(
         Overwrite the exposure's SCI, ERR and DQ instead of allocating new planes (one
         pass each; the same values bit for bit). The input exposure must not be used
         afterwards: the returned one shares its arrays.
+    threads : int, optional
+        Threads sharing an in-place subtraction (bands of rows; identical results).
 
     Returns
     -------
@@ -124,7 +129,7 @@ def subtract_background(
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
 
-    bkg_data, bkg_error, bkg_dq, default_level, params = _parts(background)
+    bkg_data, bkg_error, bkg_dq, default_level, params = _parts(background, lazy=in_place)
     if bkg_data.shape != exposure.image_shape:
         raise ValueError(
             f"background shape {bkg_data.shape} does not match image shape {exposure.image_shape}"
@@ -134,16 +139,19 @@ def subtract_background(
     err = exposure.err
     err_mode: str = errors
     extra = None
+    surface = None  # the error as a surface, made inside an in-place pass
     if err is None:
         err_mode = f"{errors} (ERR unknown)"
     elif errors == "quadrature":
-        extra = bkg_error()
-        if extra is None:
+        if in_place and isinstance(background, BackgroundResult):
+            surface = background.error_surface
+        extra = bkg_error() if surface is None else None
+        if surface is None and extra is None:
             err_mode = "quadrature (background error unknown)"
     if in_place:
-        sci, err, dq = _subtract_in_place(exposure, bkg_data, extra, bkg_dq)
+        sci, err, dq = _subtract_in_place(exposure, bkg_data, surface or extra, bkg_dq, threads)
     else:
-        sci = np.subtract(exposure.sci, bkg_data, dtype=np.float32)
+        sci = np.subtract(exposure.sci, as_map(bkg_data), dtype=np.float32)
         dq = exposure.dq if bkg_dq is None else exposure.dq | bkg_dq
         if err is not None and extra is not None:
             combined = np.square(err, dtype=np.float32)
@@ -175,25 +183,36 @@ def subtract_background(
 
 def _subtract_in_place(
     exposure: Exposure,
-    background: np.ndarray,
-    background_err: np.ndarray | None,
+    background: np.ndarray | SplineSurface,
+    background_err: np.ndarray | tuple[SplineSurface, float] | None,
     background_dq: np.ndarray | None,
+    threads: int,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """SCI, ERR and DQ of ``exposure`` with the background taken out, in their own arrays."""
+    """SCI, ERR and DQ of ``exposure`` with the background taken out, in their own arrays.
+
+    A background or error given as a spline surface is made row by row inside the pass.
+    """
     planes = [exposure.sci] if exposure.err is None else [exposure.sci, exposure.err]
     if not all(p.flags.c_contiguous and p.flags.writeable for p in planes):
         exposure = exposure.with_changes(
             sci=exposure.sci.copy(), err=None if exposure.err is None else exposure.err.copy()
         )
-    pixels = background.size
-    sci = exposure.sci.reshape(-1, pixels)
-    err = np.empty((0, pixels), np.float32) if exposure.err is None else exposure.err
-    extra = np.empty(0, np.float32) if background_err is None else background_err
-    subtract_in_place(
-        sci, err.reshape(-1, pixels),
-        np.ascontiguousarray(background, dtype=np.float32).reshape(-1),
-        np.ascontiguousarray(extra, dtype=np.float32).reshape(-1),
-    )  # fmt: skip
+    ny, nx = exposure.image_shape
+    sci = exposure.sci.reshape(-1, ny, nx)
+    err = np.empty((0, ny, nx), np.float32) if exposure.err is None else exposure.err
+    level, level_surface = _map_or_surface(background, nx)
+    scale = 1.0
+    if isinstance(background_err, tuple):
+        error, error_surface = _map_or_surface(background_err[0], nx)
+        scale = background_err[1]
+    else:
+        error, error_surface = _map_or_surface(background_err, nx)
+
+    def band(i0: int, i1: int) -> None:
+        subtract_rows_in_place(sci, err.reshape(-1, ny, nx), level, level_surface, error,
+                               error_surface, scale, i0, i1)  # fmt: skip
+
+    map_bands(band, bands(ny, threads))
     dq = exposure.dq
     if background_dq is not None:
         if dq.flags.writeable:
@@ -201,6 +220,27 @@ def _subtract_in_place(
         else:
             dq = dq | background_dq
     return exposure.sci, exposure.err, dq
+
+
+_NO_ROWS = np.empty((0, 0), np.float32)
+_NO_SURFACE = (_NO_ROWS, np.zeros((0, 4), np.int64), np.zeros((0, 4), np.float32), 0.0, 0.0)
+
+
+def _map_or_surface(
+    values: np.ndarray | SplineSurface | None, nx: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, float, float]]:
+    """The kernel's pair for one plane: a map and no surface, or an empty map and a surface.
+
+    Neither (no values) is an empty map and a surface without columns.
+    """
+    if isinstance(values, SplineSurface):
+        rows = values.rows if values.rows.shape[1] else np.empty((0, nx), np.float32)
+        surface = (rows, values.taps, values.weights, values.low, values.high)
+        return _NO_ROWS, surface
+    if values is None:
+        return _NO_ROWS, _NO_SURFACE
+    plane = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, nx)
+    return plane, _NO_SURFACE
 
 
 def skip_background(
@@ -246,12 +286,22 @@ def _record_inputs(header: Any, inputs: Sequence[str]) -> None:
 
 
 def _parts(
-    background: np.ndarray | BackgroundResult | Exposure,
-) -> tuple[np.ndarray, Callable[[], np.ndarray | None], np.ndarray | None, float, Mapping]:
-    """Data, error (computed only if asked for), DQ, level and parameters of a background."""
+    background: np.ndarray | BackgroundResult | Exposure, *, lazy: bool
+) -> tuple[
+    np.ndarray | SplineSurface,
+    Callable[[], np.ndarray | None],
+    np.ndarray | None,
+    float,
+    Mapping,
+]:
+    """Data, error (computed only if asked for), DQ, level and parameters of a background.
+
+    With ``lazy``, a model's data is its surface while its map has not been made.
+    """
     if isinstance(background, BackgroundResult):
+        surface = background.background_surface if lazy else None
         return (
-            background.background,
+            background.background if surface is None else surface,
             lambda: background.error,
             None,
             background.level,

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from processors.engines._mesh import SplineSurface
 
 __all__ = ["EngineOutput", "MeshParameters"]
 
@@ -20,8 +23,8 @@ class EngineOutput:
 
     Attributes
     ----------
-    background : ndarray
-        Full-resolution background map (float32).
+    background : ndarray or SplineSurface
+        Full-resolution background map (float32), or the surface that makes it.
     rms_map : callable
         Computes the full-resolution RMS map on demand (it costs as much as the map).
     mesh, rms_mesh : ndarray
@@ -30,14 +33,17 @@ class EngineOutput:
         Good pixels per mesh cell after clipping.
     params : dict
         Engine-specific parameters actually used (e.g. a reduced polynomial order).
+    rms_surface : SplineSurface or None
+        The RMS map as a spline surface, when the engine makes it by zooming a mesh.
     """
 
-    background: np.ndarray
+    background: np.ndarray | SplineSurface
     rms_map: Callable[[], np.ndarray]
     mesh: np.ndarray
     rms_mesh: np.ndarray
     ngood: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    rms_surface: SplineSurface | None = None
 
 
 @dataclass(frozen=True)

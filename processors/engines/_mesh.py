@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -12,7 +13,15 @@ from scipy.spatial import cKDTree
 from processors.engines._bands import bands, map_bands
 from processors.engines._spline_kernel import spline_rows
 
-__all__ = ["fill_excluded", "median_filter_mesh", "spline_factors", "upsample"]
+__all__ = [
+    "SplineSurface",
+    "as_map",
+    "fill_excluded",
+    "median_filter_mesh",
+    "spline_factors",
+    "spline_surface",
+    "upsample",
+]
 
 # Spline weights this small only cost time (float32 products of them underflow to
 # denormals, which made one case 20x slower) and change nothing.
@@ -107,29 +116,73 @@ def spline_factors(
     return prefilter, taps, weights
 
 
+@dataclass(frozen=True, eq=False)
+class SplineSurface:
+    """A mesh zoomed to full resolution, kept as the few numbers that make any row of it.
+
+    ``rows`` is the spline evaluated along x at every output column, one line per
+    coefficient row; output row ``i`` mixes the four lines ``taps[i]`` with ``weights[i]``
+    and is clipped to ``[low, high]`` (the mesh range). `evaluate` makes the whole map
+    (on ``threads`` threads unless told otherwise); a kernel may instead make one row at
+    a time where it is used (`processors.engines._spline_kernel.spline_row`), never
+    holding the map.
+    """
+
+    rows: np.ndarray
+    taps: np.ndarray
+    weights: np.ndarray
+    low: float
+    high: float
+    shape: tuple[int, int]
+    threads: int = 1
+
+    def evaluate(self, *, threads: int | None = None) -> np.ndarray:
+        """The full-resolution map (float32), in bands of rows on ``threads`` threads."""
+        if self.low == self.high:
+            return np.full(self.shape, self.low, dtype=np.float32)
+        out = np.empty(self.shape, dtype=np.float32)
+
+        def band(i0: int, i1: int) -> None:
+            spline_rows(self.rows, self.taps, self.weights, self.low, self.high, out[i0:i1], i0)
+
+        map_bands(band, bands(self.shape[0], self.threads if threads is None else threads))
+        return out
+
+
+def spline_surface(
+    mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int], *, threads: int = 1
+) -> SplineSurface:
+    """The cubic-spline zoom of a mesh to ``shape``, equal to photutils' ``zoom``, unevaluated.
+
+    Cubic B-spline, reflect boundary, mesh samples at box centres, cropped to ``shape``
+    and clipped to the mesh range. The prefilter acts on the small mesh and the x pass
+    runs here; what is left per output row is a four-tap mix of precomputed lines.
+    ``threads`` is what `SplineSurface.evaluate` uses by default.
+    """
+    low, high = float(np.min(mesh)), float(np.max(mesh))
+    prefilter_y, taps_y, weights_y = spline_factors(mesh.shape[0], box[0], shape[0])
+    if low == high:
+        return SplineSurface(np.empty((0, shape[1]), np.float32), taps_y, weights_y, low,
+                             high, shape, threads)  # fmt: skip
+    prefilter_x, taps_x, weights_x = spline_factors(mesh.shape[1], box[1], shape[1])
+    coefficients = prefilter_y @ mesh @ prefilter_x.T
+    # Along x for every coefficient row: (my, nx, 4) taps weighted and summed.
+    rows = np.einsum("mjk,jk->mj", coefficients[:, taps_x], weights_x, dtype=np.float64)
+    rows32 = np.ascontiguousarray(rows, dtype=np.float32)  # einsum may hand back columns
+    return SplineSurface(rows32, taps_y, weights_y, low, high, shape, threads)
+
+
 def upsample(
     mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int], *, threads: int = 1
 ) -> np.ndarray:
     """Cubic-spline upsampling of a mesh to ``shape``, equal to photutils' ``zoom``.
 
-    Cubic B-spline, reflect boundary, mesh samples at box centres, cropped to ``shape``
-    and clipped to the mesh range. The prefilter acts on the small mesh; the four-tap
-    evaluation runs in a compiled, GIL-free kernel that also clips, in ``threads`` bands
-    of output rows.
+    `spline_surface` evaluated in a compiled, GIL-free kernel, in ``threads`` bands of
+    output rows.
     """
-    low, high = float(np.min(mesh)), float(np.max(mesh))
-    if low == high:
-        return np.full(shape, low, dtype=np.float32)
-    prefilter_y, taps_y, weights_y = spline_factors(mesh.shape[0], box[0], shape[0])
-    prefilter_x, taps_x, weights_x = spline_factors(mesh.shape[1], box[1], shape[1])
-    coefficients = prefilter_y @ mesh @ prefilter_x.T
-    # Along x for every coefficient row: (my, nx, 4) taps weighted and summed.
-    rows = np.einsum("mjk,jk->mj", coefficients[:, taps_x], weights_x, dtype=np.float64)
-    out = np.empty(shape, dtype=np.float32)
-    rows32 = rows.astype(np.float32)
+    return spline_surface(mesh, box, shape).evaluate(threads=threads)
 
-    def band(i0: int, i1: int) -> None:
-        spline_rows(rows32, taps_y[i0:i1], weights_y[i0:i1], low, high, out[i0:i1])
 
-    map_bands(band, bands(shape[0], threads))
-    return out
+def as_map(values: np.ndarray | SplineSurface) -> np.ndarray:
+    """The map itself, or the map a surface makes."""
+    return values.evaluate() if isinstance(values, SplineSurface) else values

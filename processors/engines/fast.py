@@ -8,7 +8,11 @@ from processors._validation import NoValidPixelsError
 from processors.engines import EngineOutput, MeshParameters
 from processors.engines._bands import bands, map_bands
 from processors.engines._clip_kernel import ESTIMATOR_CODES, mesh_statistics
-from processors.engines._mesh import fill_excluded, median_filter_mesh, upsample
+from processors.engines._mesh import (
+    fill_excluded,
+    median_filter_mesh,
+    spline_surface,
+)
 from processors.engines._rms_kernel import RMS_CODES, mesh_rms
 
 __all__ = ["excluded_boxes", "fast_background"]
@@ -112,10 +116,12 @@ def fast_background(
     values, rms_values = median_filter_mesh(
         values, rms_values, mesh.filter_size, mesh.filter_threshold
     )
+    rms_surface = spline_surface(rms_values, box, (ny, nx), threads=threads)
     return EngineOutput(
-        background=upsample(values, box, (ny, nx), threads=threads),
-        rms_map=lambda: upsample(rms_values, box, (ny, nx), threads=threads),
+        background=spline_surface(values, box, (ny, nx), threads=threads),
+        rms_map=rms_surface.evaluate,
         mesh=values,
         rms_mesh=rms_values,
         ngood=ngood,
+        rms_surface=rms_surface,
     )
