@@ -66,10 +66,10 @@ def background_extensions(
     list of (name, data, header)
         Extensions for `daemon.fileio.fits_io.write_exposure`; empty when nothing is saved.
     """
-    full = background_map(background)
-    if save == "none" or full is None:
+    if save == "none" or background is None:
         return []
     if save == "full":
+        full = background_map(background)
         return [(BKG_EXTENSION, np.asarray(full, dtype=np.float32), fits.Header())]
     if not isinstance(background, BackgroundResult):
         return []

@@ -18,7 +18,7 @@ from daemon.events import ProductEvent
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
-from daemon.fileio.saved_background import background_extensions, background_map
+from daemon.fileio.saved_background import background_extensions
 from daemon.flow.backgrounds import Choice, Chooser
 from daemon.flow.router import INVALID_LANE
 from daemon.intake.delivery import Delivery
@@ -363,11 +363,13 @@ class Pipeline:
             return await self._stage(timings, "subtract", choice.subtract, exposure)
         if choice.background is None:
             return skip_background(exposure, method=choice.method, reason="; ".join(choice.notes))
-        # In place: the exposure's planes become the product's (nothing reads them after).
+        # In place, the exposure's planes become the product's: only when no quicklook
+        # will show the exposure as read beside it.
         return await self._stage(
             timings, "subtract", subtract_background, exposure, choice.background,
             errors=self._settings.background.errors, method=choice.method, inputs=choice.inputs,
-            source_dq=self._chooser.source_dq, in_place=True,
+            source_dq=self._chooser.source_dq, in_place=self._quicklooks is None,
+            threads=self._settings.background.threads,
         )  # fmt: skip
 
     async def _deliver(
@@ -463,7 +465,7 @@ def _quicklook_job(
         exposure_id=summary.exposure_id,
         path=summary.product_path.with_suffix(".png"),
         input_image=exposure.sci,
-        background=background_map(choice.background),
+        background=choice.background,
         residual=product.sci,
         method=choice.method,
         level=choice.level,

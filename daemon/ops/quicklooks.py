@@ -24,7 +24,9 @@ from daemon.fileio.quicklook import (
     render_quicklook,
     write_quicklook,
 )
+from daemon.fileio.saved_background import background_map
 from daemon.ops.progress import Heartbeat
+from processors import BackgroundResult, Exposure
 
 __all__ = ["QuicklookJob", "Quicklooks"]
 
@@ -36,12 +38,16 @@ OnWritten = Callable[[str, Path, bytes], None]
 
 @dataclass(frozen=True, eq=False)
 class QuicklookJob:
-    """What one quicklook shows (the arrays are shared with the product, never modified)."""
+    """What one quicklook shows (the arrays are shared with the product, never modified).
+
+    A model's background map is made (if it has not been) when the picture is rendered,
+    off the event loop.
+    """
 
     exposure_id: str
     path: Path
     input_image: np.ndarray
-    background: np.ndarray | None
+    background: BackgroundResult | Exposure | None
     residual: np.ndarray
     method: str
     level: float | None
@@ -65,7 +71,7 @@ def render(job: QuicklookJob, *, fsync: bool) -> Quicklook:
     }
     caption = job.caption(binning_for(job.input_image.shape))
     quicklook = render_quicklook(
-        job.input_image, job.background, job.residual, caption=caption,
+        job.input_image, background_map(job.background), job.residual, caption=caption,
         metadata=metadata,
     )  # fmt: skip
     write_quicklook(quicklook.png, job.path, fsync=fsync)

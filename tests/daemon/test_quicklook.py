@@ -23,6 +23,8 @@ from daemon.fileio.quicklook import (
 from daemon.ops.progress import Heartbeat
 from daemon.ops.quicklooks import QuicklookJob, Quicklooks
 from processors import model_exposure_background, simulate_exposure
+from tests.conftest import small_exposure
+from tests.daemon.sky_night import sky_night
 
 
 def _grey(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -150,3 +152,21 @@ async def test_the_worker_drops_when_full_and_survives_a_failed_picture(tmp_path
             "exposure_id": "e1", "method": "model", "level": "1.0", "rms": "0.5",
         }  # fmt: skip
     assert sorted(p.name for p in os.scandir(tmp_path)) == ["e1.png"]  # no temporary left
+
+
+@pytest.mark.asyncio
+async def test_a_daemon_quicklook_shows_the_exposure_as_read_not_its_residual(tmp_path) -> None:
+    # The subtraction may reuse the input's planes for the product: the picture's input
+    # panel must still be the exposure before the background came off.
+    async with sky_night(tmp_path) as night:
+        (png,) = night.settings.output.directory.rglob("night_0001*.png")
+        written = png.read_bytes()
+    sci = small_exposure(1, size=256).sci
+    layout = render_quicklook(sci, sci, sci, caption="layout")  # where the panels are
+    shown_input, _, shown_residual = _panels(
+        Quicklook(png=written, thumbnail=b"", panels=layout.panels, binning=layout.binning)
+    )
+    expected = _grey(sci, *ZScaleInterval().get_limits(sci))
+    assert shown_input.shape == sci.shape
+    assert np.abs(shown_input - expected).max() <= 1
+    assert np.abs(shown_input - shown_residual).mean() > 10
