@@ -116,20 +116,22 @@ def scaling_parameters(fit: ReferenceFitSettings) -> dict[str, Any]:
     return _by_name(fit, scale_reference_background)
 
 
-def stack_parameters(stack: StackSettings) -> dict[str, Any]:
+def stack_parameters(stack: StackSettings, threads: int = 1) -> dict[str, Any]:
     """Keyword arguments of `processors.RollingStack` (all but the image shape).
 
     Parameters
     ----------
     stack : StackSettings
         The ``background.stack`` section.
+    threads : int, optional
+        Threads sharing one combination (``background.threads``).
 
     Returns
     -------
     dict
-        Size, age limit (``max_age_seconds`` is ``max_age``) and combination rule.
+        Size, age limit (``max_age_seconds`` is ``max_age``), combination rule, threads.
     """
-    return _by_name(stack, RollingStack, {"max_age_seconds": "max_age"})
+    return {**_by_name(stack, RollingStack, {"max_age_seconds": "max_age"}), "threads": threads}
 
 
 def rolling_sky_parameters(rolling_sky: RollingSkySettings) -> dict[str, Any]:

@@ -188,6 +188,7 @@ class Service:
             settings.background.stack,
             settings.background.rolling_sky,
             fsync=settings.output.fsync,
+            threads=settings.background.threads,
         )
         chooser = Chooser(
             settings,

@@ -57,6 +57,8 @@ class StackStore:
         The method settings.
     fsync : bool
         fsync state files.
+    threads : int
+        Threads sharing one stack's combination (``background.threads``).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class StackStore:
         sky_settings: RollingSkySettings,
         *,
         fsync: bool = True,
+        threads: int = 1,
     ) -> None:
         self._stack_dir = folder / "stacks"
         self._sky_dir = folder / "sky"
@@ -74,6 +77,7 @@ class StackStore:
         self.stack_settings = stack_settings
         self.sky_settings = sky_settings
         self._fsync = fsync
+        self._threads = threads
         self._keys: dict[str, KeyState] = {}
 
     def state(self, key: str) -> KeyState:
@@ -84,7 +88,7 @@ class StackStore:
 
     def new_stack(self, shape: tuple[int, int]) -> RollingStack:
         """An empty stack configured from the settings."""
-        return RollingStack(shape, **stack_parameters(self.stack_settings))
+        return RollingStack(shape, **stack_parameters(self.stack_settings, self._threads))
 
     # -- persistence -----------------------------------------------------------------
 

@@ -165,12 +165,13 @@ def test_model_parameters_drive_the_background_model() -> None:
 
 def test_stack_parameters_configure_the_rolling_stack() -> None:
     settings = StackSettings(max_members=3, max_age_seconds=60.0, combine="median", k_err=2.0)
-    stack = RollingStack((8, 8), **stack_parameters(settings))
-    assert (stack.max_members, stack.max_age, stack.combine, stack.k_err) == (
+    stack = RollingStack((8, 8), **stack_parameters(settings, threads=3))
+    assert (stack.max_members, stack.max_age, stack.combine, stack.k_err, stack.threads) == (
         3,
         60.0,
         "median",
         2.0,
+        3,  # background.threads
     )
     for index, level in enumerate([1.0, 2.0, 9.0, 4.0]):
         stack.add(f"b{index}", Exposure(np.full((8, 8), level, np.float32)), obs_time=index)
