@@ -13,7 +13,7 @@ import time
 import numpy as np
 from astropy.wcs import WCS
 
-from processors import Exposure, skymatch
+from processors import Exposure, skymatch, warm_up
 from processors.sky_matcher import SkyMatcher
 from processors.skystats import SkyStatistic
 
@@ -109,6 +109,10 @@ def main() -> None:
         "difference | skystream levels | jwst levels |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    warm_up()  # compiled kernels loaded first, as the daemon does before it is ready
+    small, _, corners = _images(2, 256, 0.1)
+    pair = [Exposure(small[k], wcs=_astropy_wcs(*corners[k], 256)) for k in range(2)]
+    skymatch(pair, skymethod="match")
     for noise, count in [(n, c) for n in args.noise for c in args.counts]:
         data, _, pointings = _images(count, args.size, noise)
         exposures = [Exposure(d, wcs=_astropy_wcs(ra, dec, args.size))

@@ -35,7 +35,15 @@ def warm_up() -> None:
     stack = np.stack([ramp, ramp + 1, ramp - 1])
     combine_backgrounds(stack, np.ones_like(stack), np.zeros(stack.shape, np.uint32))
     combine_backgrounds(stack)
-    subtract_background(Exposure(ramp.copy(), err=np.ones_like(ramp)), ramp, in_place=True)
+    # in place: from maps, and from a model's surfaces (read-only taps, as spline_factors')
+    for background in (
+        ramp,
+        Exposure(ramp, err=np.ones_like(ramp)),
+        estimate_background(ramp, box_size=16),
+        estimate_background(ramp, box_size=16, coverage_mask=dq > 0),
+    ):
+        subtract_background(Exposure(ramp.copy(), err=np.ones_like(ramp)), background,
+                            in_place=True)  # fmt: skip
     coef = np.zeros(6)  # skymatch overlaps
     quadratic_hits(ramp[:2, :2].copy(), 0, 2, 0, 2, 1, coef, coef, 1.0, 1.0,
                    np.zeros((2, 1), np.uint8), 2, 2, np.empty(4, np.int64))  # fmt: skip
