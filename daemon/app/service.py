@@ -383,6 +383,7 @@ class Service:
                 publisher,
                 self.retrier,
                 on_assigned=takeover,
+                on_revoking=self._given_away,
             )
         return DirectorySource(
             settings.source.directory,
@@ -390,6 +391,11 @@ class Service:
             self.metrics,
             max_exposure_bytes=settings.input.max_exposure_bytes,
         )
+
+    def _given_away(self, _partitions: set[Any]) -> None:
+        """Partitions are being given away: lanes drop their deliveries not yet started."""
+        if self.lanes is not None:
+            self.lanes.recheck_ownership()
 
     async def _connect(
         self, publisher: EventPublisher | None, source: Source, supervisor: Supervisor

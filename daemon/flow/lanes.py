@@ -42,6 +42,7 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     heartbeat: Heartbeat | None = None
     last_active: float = field(default_factory=time.monotonic)
+    recheck: bool = False  # a source gave deliveries away: look for them in this lane
 
     @property
     def depth(self) -> int:
@@ -203,6 +204,16 @@ class Lanes:
         self._lanes.clear()
         return dropped
 
+    def recheck_ownership(self) -> None:
+        """A source gave deliveries away: each lane hands those it holds to the handler next.
+
+        Waiting and parked ones alike go to the handler at once (which drops them), so a
+        revocation waits for nothing that has not started.
+        """
+        for lane in self._lanes.values():
+            lane.recheck = True
+            lane.wake.set()
+
     async def _until_none_busy(self) -> None:
         while any(lane.busy for lane in self._lanes.values()):
             self._changed.clear()
@@ -240,8 +251,26 @@ class Lanes:
             return lane.parked.popleft()
         return None
 
+    def _given_away(self, lane: _Lane) -> Delivery | None:
+        """Take a waiting or parked delivery whose source gave it away, if any is left."""
+        for entry in lane.parked:
+            if entry.delivery.given_away():
+                lane.parked.remove(entry)
+                return entry.delivery
+        for delivery in lane.waiting:
+            if delivery.given_away():
+                lane.waiting.remove(delivery)
+                lane.held.discard(delivery)
+                return delivery
+        lane.recheck = False
+        return None
+
     async def _work(self, lane: _Lane) -> None:
         while not self._stopping:
+            given_away = self._given_away(lane) if lane.recheck else None
+            if given_away is not None:
+                await self._handle(lane, given_away, may_park=False)
+                continue
             parked = self._release(lane)
             if parked is not None:
                 await self._handle(lane, parked.delivery, may_park=False)

@@ -157,6 +157,10 @@ class Pipeline:
         parked = False
         try:
             timings: dict[str, float] = {}
+            if delivery.given_away():  # its partition moved on: the new owner processes it
+                log.info("%s not processed: its source gave it away", delivery.event.path.name)
+                delivery.abandon()
+                return False
             if delivery.problem is not None:
                 await self.reject(delivery, delivery.problem, key)
                 return False

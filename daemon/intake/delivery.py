@@ -38,6 +38,12 @@ class Delivery:
     on_hold : callable or None
         Called with True when the delivery is held behind a full lane and with False when
         it enters the lane (Kafka pauses and resumes its partition); None: nothing to do.
+    owned : callable or None
+        False once the source has given the delivery away (its Kafka partition is revoked
+        or being revoked: the new owner delivers it again); None: always owned.
+    on_abandon : callable or None
+        Called when the delivery is dropped unprocessed because it was given away (the
+        source stops waiting for it; it is never acknowledged).
     """
 
     event: ExposureEvent
@@ -47,11 +53,22 @@ class Delivery:
     problem: InvalidInput | None = None
     may_repeat: bool = False
     on_hold: Callable[[bool], None] | None = None
+    owned: Callable[[], bool] | None = None
+    on_abandon: Callable[[], None] | None = None
 
     def hold(self, held: bool) -> None:
         """Tell the source that this delivery is (True) or is no longer (False) held."""
         if self.on_hold is not None:
             self.on_hold(held)
+
+    def given_away(self) -> bool:
+        """Whether the source no longer owns this delivery (it must not be processed)."""
+        return self.owned is not None and not self.owned()
+
+    def abandon(self) -> None:
+        """Tell the source that this given-away delivery was dropped unprocessed."""
+        if self.on_abandon is not None:
+            self.on_abandon()
 
 
 class Source(Protocol):

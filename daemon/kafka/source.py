@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -47,6 +48,8 @@ class Record(Generic[T]):
     partition: TopicPartition
     acknowledge: Callable[[str, str | None], Awaitable[None]]
     on_hold: Callable[[bool], None]
+    owned: Callable[[], bool]
+    on_abandon: Callable[[], None]
 
 
 @dataclass(eq=False)
@@ -56,6 +59,7 @@ class _Partition:
     tp: TopicPartition
     committed: int
     pending: set[int] = field(default_factory=set)  # delivered, not yet settled
+    abandoned: set[int] = field(default_factory=set)  # pending, dropped unprocessed (revoked)
     seen: dict[int, float] = field(default_factory=dict)  # fetched, unsettled: monotonic time
     lag: int = 0  # the broker's end offset - committed, at the last refresh
     next: int | None = None  # offset after the last delivered event
@@ -110,6 +114,10 @@ class KafkaSource:
         The retry policy for broker errors.
     on_assigned : callable, optional
         Awaited with new partitions before their events are fetched (state takeover).
+    on_revoking : callable, optional
+        Called with partitions about to be given away, as soon as their deliveries stop
+        counting as owned (lanes then drop the ones not started, and the revocation waits
+        only for the work in hand).
     on_revoked : callable, optional
         Awaited with partitions given away, after their final commit.
     name : str
@@ -125,10 +133,12 @@ class KafkaSource:
         retrier: Retrier,
         *,
         on_assigned: OnAssigned | None = None,
+        on_revoking: Callable[[set[TopicPartition]], None] | None = None,
         on_revoked: OnRevoked | None = None,
         name: str = "kafka",
     ) -> None:
         self.name = name
+        self._on_revoking = on_revoking
         self._on_revoked = on_revoked
         self._retrier = retrier
         self._supervisor: Supervisor | None = None
@@ -297,6 +307,8 @@ class KafkaSource:
                 acknowledge=record.acknowledge,
                 may_repeat=True,
                 on_hold=record.on_hold,
+                owned=record.owned,
+                on_abandon=record.on_abandon,
             )
 
     def _parse_exposure(self, raw: bytes | None) -> ExposureEvent:
@@ -334,7 +346,21 @@ class KafkaSource:
                 part.seen.pop(message.offset, None)
                 continue
             yield Record(value, part.tp, self._acknowledger(part, message.offset),
-                         self._holder(part))  # fmt: skip
+                         self._holder(part), functools.partial(self._owns, part),
+                         functools.partial(self._abandon, part, message.offset))  # fmt: skip
+
+    def _owns(self, part: _Partition) -> bool:
+        """Whether this replica still owns ``part`` (not revoked, not being revoked)."""
+        return self._parts.get(part.tp) is part and not part.revoking
+
+    def _abandon(self, part: _Partition, offset: int) -> None:
+        """A delivery of a revoked partition was dropped: its revocation need not wait.
+
+        It stays pending, so no commit passes it: the new owner delivers it again.
+        """
+        part.abandoned.add(offset)
+        self._metrics.kafka_abandoned.inc()
+        self._progress.set()
 
     def _acknowledger(self, part: _Partition, offset: int) -> Any:
         async def acknowledge(outcome: str, _product: str | None) -> None:
@@ -392,8 +418,10 @@ class KafkaSource:
         parts = [self._parts[tp] for tp in revoked if tp in self._parts]
         for part in parts:
             part.revoking = True
+        if parts and self._on_revoking is not None:
+            self._on_revoking({part.tp for part in parts})
         deadline = time.monotonic() + self._settings.revoke_grace_seconds
-        while any(part.pending for part in parts) and time.monotonic() < deadline:
+        while any(part.pending - part.abandoned for part in parts) and time.monotonic() < deadline:
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), deadline - time.monotonic())
@@ -404,8 +432,9 @@ class KafkaSource:
                 log.warning("commit before giving partitions away failed (%s)", exc)
         for part in parts:
             if part.pending:
-                log.warning("partition %s given away with %d exposure(s) unfinished: its "
-                            "new owner processes them", part.tp, len(part.pending))  # fmt: skip
+                log.warning("partition %s given away with %d exposure(s) unfinished (%d not "
+                            "started): its new owner processes them", part.tp,
+                            len(part.pending), len(part.abandoned))  # fmt: skip
             self._parts.pop(part.tp, None)
             with contextlib.suppress(KeyError):
                 self._metrics.kafka_lag.remove(part.tp.topic, str(part.tp.partition))

@@ -225,6 +225,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
             registry=registry,
         )
+        self.kafka_abandoned = Counter(
+            "skystream_kafka_events_abandoned",
+            "Events of partitions given away that were dropped before processing started "
+            "(their new owner processes them).",
+            registry=registry,
+        )
         self.kafka_rebalances = Counter(
             "skystream_kafka_rebalances",
             "Partition assignments received by this consumer.",

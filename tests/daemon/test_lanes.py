@@ -30,9 +30,14 @@ class Recorder:
         self.ready: set[str] = set()  # keys whose parked deliveries may go
         self.fail_once: set[str] = set()
         self.holds: list[tuple[str, bool]] = []
+        self.given_away: set[str] = set()  # their source no longer owns them
+        self.dropped: list[str] = []
 
     async def __call__(self, delivery: Delivery, key: str, may_park: bool) -> bool:
         name = delivery.event.exposure_id
+        if delivery.given_away():  # as the pipeline does: not processed
+            self.dropped.append(name)
+            return False
         if name in self.fail_once:
             self.fail_once.discard(name)
             raise RuntimeError(f"bug while processing {name}")
@@ -53,6 +58,7 @@ class Recorder:
             arrived=time.monotonic(),
             acknowledge=acknowledge,
             on_hold=lambda held: self.holds.append((name, held)),
+            owned=lambda: name not in self.given_away,
         )
 
 
@@ -199,4 +205,28 @@ async def test_idle_lanes_are_reaped_with_their_metric_series() -> None:
     lanes.put("new", recorder.delivery("n1"))
     await lanes.join()
     assert recorder.done == ["o1", "b1", "b2", "n1"]
+    await supervisor.stop()
+
+
+async def test_deliveries_given_away_leave_their_lane_at_once_parked_or_waiting() -> None:
+    recorder = Recorder()
+    recorder.park = {"p1", "p2"}
+    lanes, supervisor = make_lanes(recorder, queue_size=8, park_seconds=60)
+    for name in ("p1", "p2"):
+        lanes.put("K", recorder.delivery(name))
+    await wait_until(lambda: len(lanes) == 2)  # both parked for a minute
+    recorder.given_away.add("p2")  # e.g. its Kafka partition is being revoked
+    lanes.recheck_ownership()
+    await wait_until(lambda: recorder.dropped == ["p2"])
+    assert recorder.done == [] and len(lanes) == 1  # p1, still owned, stays parked
+
+    recorder.gates["busy"] = asyncio.Event()
+    for name in ("busy", "w1", "w2"):
+        lanes.put("K", recorder.delivery(name))
+    await wait_until(lambda: len(lanes) == 4)  # busy in hand, w1 and w2 behind it
+    recorder.given_away.add("w1")
+    lanes.recheck_ownership()
+    recorder.gates["busy"].set()
+    await wait_until(lambda: recorder.done == ["busy", "w2"])
+    assert recorder.dropped == ["p2", "w1"] and len(lanes) == 1
     await supervisor.stop()
