@@ -20,6 +20,7 @@ QuarantineReason = Literal[
     "wrong_shape",
     "shape_mismatch",
     "no_valid_pixels",
+    "corrupt_data",
     "unreadable",
     "stack_mismatch",
     "malformed_event",

@@ -33,7 +33,7 @@ __all__ = [
 
 #: Longest exposure id in UTF-8 bytes: product names made from it stay under NAME_MAX.
 MAX_ID_BYTES = 200
-_FITS_SUFFIXES = (".fits", ".fit", ".fts")
+_FITS_SUFFIXES = (".fits.fz", ".fit.fz", ".fts.fz", ".fz", ".fits", ".fit", ".fts")
 _OTHER_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 

@@ -124,7 +124,8 @@ class DirectorySourceSettings(_Section):
 
     path: Path = Field(Path("inbox"), description="Folder watched for new exposures.")
     patterns: list[str] = Field(
-        ["*.fits", "*.fit", "*.fts"], description="File-name patterns that are exposures."
+        ["*.fits", "*.fit", "*.fts", "*.fz"],
+        description="File-name patterns that are exposures (*.fz: fpack-compressed FITS).",
     )
     polling: bool = Field(
         False, description="Poll instead of inotify (NFS and other network file systems)."

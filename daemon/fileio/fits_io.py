@@ -193,7 +193,12 @@ def _wcs_of(header: fits.Header) -> WCS | None:
 
 
 def _plane(
-    handle: IO[bytes], hdul: fits.HDUList, name: str, shape: tuple[int, ...], path: Path
+    handle: IO[bytes],
+    hdul: fits.HDUList,
+    name: str,
+    shape: tuple[int, ...],
+    path: Path,
+    max_bytes: int,
 ) -> Any:
     if name not in hdul or hdul[name].size == 0:
         return None
@@ -202,7 +207,34 @@ def _plane(
         raise InvalidInput(
             "shape_mismatch", f"{path.name}: {name} shape {hdu.shape} != SCI shape {shape}"
         )
-    return read_pixels(handle, hdu)
+    return _pixels(handle, hdu, path, max_bytes)
+
+
+def _pixels(
+    handle: IO[bytes], hdu: fits.ImageHDU | fits.PrimaryHDU, path: Path, max_bytes: int
+) -> np.ndarray:
+    """The pixels of an image HDU; a tile-compressed one (fpack) decompressed by astropy.
+
+    The walk bounded the bytes on disk; a compressed plane is also bounded by what it
+    decompresses to (``max_bytes``), so a small file cannot unfold into a huge one.
+    """
+    if not isinstance(hdu, fits.CompImageHDU):
+        return read_pixels(handle, hdu)
+    size = int(np.prod(hdu.shape, dtype=np.int64)) * abs(int(hdu.header["BITPIX"])) // 8
+    if size > max_bytes:
+        raise InvalidInput(
+            "too_large",
+            f"{path.name}: {hdu.name} decompresses to {size} bytes, over the limit of "
+            f"{max_bytes} (input.max_exposure_bytes)",
+        )
+    try:
+        return np.array(hdu.data)
+    except Exception as exc:  # the codecs (cfitsio's among them) raise types of their own
+        raise InvalidInput(
+            "corrupt_data",
+            f"{path.name}: {hdu.name}: its compressed pixels cannot be decoded "
+            f"({type(exc).__name__}: {exc})",
+        ) from exc
 
 
 def read_exposure(
@@ -243,9 +275,9 @@ def read_exposure(
                 f"{path.name}: SCI has shape {hdu.shape}; accepted dimensions: {dims}",
             )
         with np.errstate(over="ignore"):  # beyond float32: +-inf, excluded like NaN
-            sci = np.asarray(read_pixels(handle, hdu), dtype=np.float32)
-        err = _plane(handle, hdul, "ERR", sci.shape, path)
-        dq = _plane(handle, hdul, "DQ", sci.shape, path)
+            sci = np.asarray(_pixels(handle, hdu, path, max_bytes), dtype=np.float32)
+        err = _plane(handle, hdul, "ERR", sci.shape, path, max_bytes)
+        dq = _plane(handle, hdul, "DQ", sci.shape, path, max_bytes)
         if dq is not None and not np.issubdtype(dq.dtype, np.integer):
             raise InvalidInput("wrong_shape", f"{path.name}: DQ has non-integer type {dq.dtype}")
         flat = sci.reshape(-1)
