@@ -11,7 +11,7 @@ from processors._version import __version__
 from processors.background import BackgroundResult
 from processors.engines._bands import bands, map_bands
 from processors.engines._mesh import SplineSurface, as_map
-from processors.engines._subtract_kernel import subtract_rows_in_place
+from processors.engines._surface_kernels import subtract_rows_in_place
 from processors.exposure import Exposure
 
 __all__ = ["ERROR_MODES", "skip_background", "subtract_background"]

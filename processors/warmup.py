@@ -42,8 +42,10 @@ def warm_up() -> None:
         estimate_background(ramp, box_size=16),
         estimate_background(ramp, box_size=16, coverage_mask=dq > 0),
     ):
-        subtract_background(Exposure(ramp.copy(), err=np.ones_like(ramp)), background,
-                            in_place=True)  # fmt: skip
+        for errors in ("quadrature", "jwst"):
+            for err in (np.ones_like(ramp), None):
+                subtract_background(Exposure(ramp.copy(), err=err), background,
+                                    errors=errors, in_place=True)  # fmt: skip
     coef = np.zeros(6)  # skymatch overlaps
     quadratic_hits(ramp[:2, :2].copy(), 0, 2, 0, 2, 1, coef, coef, 1.0, 1.0,
                    np.zeros((2, 1), np.uint8), 2, 2, np.empty(4, np.int64))  # fmt: skip

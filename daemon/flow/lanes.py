@@ -168,6 +168,8 @@ class Lanes:
             )
             log.info("new lane %s", key)
         lane.waiting.append(delivery)
+        if delivery.given_away():  # given away while routed: dropped when its lane gets to it
+            lane.recheck = True
         lane.last_active = time.monotonic()
         self._rebalance(lane)
         lane.wake.set()

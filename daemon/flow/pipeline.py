@@ -194,7 +194,9 @@ class Pipeline:
         finally:
             if not parked:
                 self._parked.pop(delivery, None)
-            self._prefetched.pop(delivery, None)  # not needed (parked, repeated): let it go
+            early = self._prefetched.pop(delivery, None)
+            if early is not None:  # not needed (parked, repeated, given away): let it go
+                early.cancel()  # a read not started yet is not made at all
             self._metrics.inflight.dec()
 
     def prefetch(self, delivery: Delivery) -> None:
@@ -204,7 +206,7 @@ class Pipeline:
         the early read failed, reads again the ordinary way, retries and all). One early
         read per lane: a lane asks only for its next delivery.
         """
-        if delivery.problem is not None or delivery in self._prefetched:
+        if delivery.problem is not None or delivery in self._prefetched or delivery.given_away():
             return
         loop = asyncio.get_running_loop()
         early = loop.run_in_executor(

@@ -11,7 +11,7 @@ from scipy.ndimage import spline_filter1d, zoom
 from scipy.spatial import cKDTree
 
 from processors.engines._bands import bands, map_bands
-from processors.engines._spline_kernel import spline_rows
+from processors.engines._surface_kernels import spline_rows
 
 __all__ = [
     "SplineSurface",
@@ -124,7 +124,7 @@ class SplineSurface:
     coefficient row; output row ``i`` mixes the four lines ``taps[i]`` with ``weights[i]``
     and is clipped to ``[low, high]`` (the mesh range). `evaluate` makes the whole map
     (on ``threads`` threads unless told otherwise); a kernel may instead make one row at
-    a time where it is used (`processors.engines._spline_kernel.spline_row`), never
+    a time where it is used (`processors.engines._surface_kernels.spline_row`), never
     holding the map.
     """
 
