@@ -8,7 +8,15 @@ from typing import Literal, get_args
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-__all__ = ["Fatal", "InvalidInput", "QUARANTINE_REASONS", "Retriable", "retriable_cause"]
+__all__ = [
+    "INPUT_STORAGE",
+    "QUARANTINE_REASONS",
+    "Fatal",
+    "InvalidInput",
+    "Retriable",
+    "input_read_error",
+    "retriable_cause",
+]
 
 #: Bounded set of quarantine reasons (metric label values).
 QuarantineReason = Literal[
@@ -73,6 +81,23 @@ class Retriable(Exception):
     def __init__(self, condition: str) -> None:
         super().__init__(condition)
         self.condition = condition
+
+
+#: The retry condition of reading inputs.
+INPUT_STORAGE = "input storage"
+#: OS errors reading an input that clear by themselves (a network file system's hiccup).
+_INPUT_HICCUPS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY})
+
+
+def input_read_error(name: str, exc: OSError) -> Retriable | InvalidInput:
+    """What an OS error reading the input ``name`` means.
+
+    A storage hiccup is `Retriable` (condition `INPUT_STORAGE`: the read is tried again,
+    the input never quarantined for it); anything else makes the input ``unreadable``.
+    """
+    if exc.errno in _INPUT_HICCUPS:
+        return Retriable(f"{INPUT_STORAGE}: {exc.strerror or exc} reading {name}")
+    return InvalidInput("unreadable", f"{name}: {exc.strerror or exc}")
 
 
 #: OS errors an operator or the system can clear; anything else will fail again.

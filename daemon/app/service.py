@@ -287,6 +287,7 @@ class Service:
             in_pool,
             max_keys=settings.lanes.max_keys,
             max_bytes=settings.input.max_exposure_bytes,
+            retrier=self.retrier,
         )
 
         async def route() -> None:

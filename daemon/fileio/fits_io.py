@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from daemon.errors import InvalidInput, QuarantineReason
+from daemon.errors import InvalidInput, QuarantineReason, input_read_error
 from daemon.fileio.fits_pixels import read_pixels
 from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES, FitsState, walk_fits
 from daemon.fileio.fits_writer import write_image_hdus
@@ -143,7 +143,7 @@ def _open(path: Path, max_bytes: int, **kwargs: Any) -> Iterator[tuple[IO[bytes]
     except OSError as exc:
         if exc.errno is None:  # astropy's own complaint about the layout
             raise InvalidInput("invalid_header", f"{path.name}: {exc}") from exc
-        raise InvalidInput("unreadable", f"{path.name}: {exc.strerror or exc}") from exc
+        raise input_read_error(path.name, exc) from exc
     except _ASTROPY_FAILURES as exc:
         raise InvalidInput("invalid_header", f"{path.name}: {type(exc).__name__}: {exc}") from exc
 
@@ -163,6 +163,8 @@ def read_primary_header(path: Path, *, max_bytes: int = DEFAULT_MAX_EXPOSURE_BYT
     InvalidInput
         If the file is unreadable, not a regular file, not FITS, structurally invalid, too
         large, or incomplete (``truncated``).
+    Retriable
+        On a storage hiccup (``EIO``, ``ESTALE``, ...): read it again later.
     """
     with _open(path, max_bytes, lazy_load_hdus=True) as (_, hdul):
         header = _strip_structural(hdul[0].header)
@@ -262,7 +264,9 @@ def read_exposure(
     InvalidInput
         With reason ``unreadable``, ``not_a_file``, ``not_fits``, ``invalid_header``,
         ``too_large``, ``truncated``, ``no_image_data``, ``wrong_shape``,
-        ``shape_mismatch`` or ``no_valid_pixels``.
+        ``shape_mismatch``, ``no_valid_pixels`` or ``corrupt_data``.
+    Retriable
+        On a storage hiccup (``EIO``, ``ESTALE``, ...): read it again later.
     """
     with _open(path, max_bytes) as (handle, hdul):
         hdu = _image_hdu(hdul)

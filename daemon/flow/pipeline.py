@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import time
@@ -13,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from daemon.app.settings import Settings
-from daemon.errors import Fatal, InvalidInput, Retriable
+from daemon.errors import INPUT_STORAGE, Fatal, InvalidInput
 from daemon.events import ProductEvent
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
@@ -47,9 +46,6 @@ T = TypeVar("T")
 PRODUCTS_FOLDER = "products folder"
 QUARANTINE_FOLDER = "quarantine folder"
 LEDGER = "ledger"
-INPUT_STORAGE = "input storage"
-#: Errors of the storage under an input (a network file system's hiccup), not of the input.
-_STORAGE_HICCUPS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY})
 
 
 class Pipeline:
@@ -227,10 +223,13 @@ class Pipeline:
         Cheap: no pixels are read to decide whether to park it.
         """
         try:
-            header = await self.in_pool(
-                read_primary_header,
-                delivery.event.path,
-                max_bytes=self._settings.input.max_exposure_bytes,
+            header = await self._retrier.call(
+                INPUT_STORAGE,
+                lambda: self.in_pool(
+                    read_primary_header,
+                    delivery.event.path,
+                    max_bytes=self._settings.input.max_exposure_bytes,
+                ),
             )
         except InvalidInput:
             return None  # not parked: reading it properly quarantines it
@@ -311,19 +310,11 @@ class Pipeline:
                 return exposure
 
         async def attempt() -> Exposure:
-            try:
-                return await self._stage(
-                    timings, "read", read_exposure, path,
-                    allow_cubes=self._settings.input.allow_cubes,
-                    max_bytes=self._settings.input.max_exposure_bytes,
-                )  # fmt: skip
-            except OSError as exc:
-                if exc.errno in _STORAGE_HICCUPS:
-                    raise Retriable(f"{INPUT_STORAGE}: {exc.strerror or exc} reading "
-                                    f"{path.name}") from exc  # fmt: skip
-                raise InvalidInput(
-                    "unreadable", f"{path.name}: {exc.strerror or exc} while reading it"
-                ) from exc
+            return await self._stage(
+                timings, "read", read_exposure, path,
+                allow_cubes=self._settings.input.allow_cubes,
+                max_bytes=self._settings.input.max_exposure_bytes,
+            )  # fmt: skip
 
         return await self._retrier.call(INPUT_STORAGE, attempt)
 

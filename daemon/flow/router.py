@@ -11,11 +11,12 @@ from typing import Any
 from astropy.io.fits import Header
 from astropy.io.fits.verify import VerifyError
 
-from daemon.errors import InvalidInput
+from daemon.errors import INPUT_STORAGE, InvalidInput
 from daemon.fileio.fits_io import read_primary_header
 from daemon.flow.lanes import Lanes
 from daemon.intake.delivery import Delivery, Source
 from daemon.ops.progress import Heartbeat
+from daemon.retry import Retrier
 
 __all__ = ["INVALID_LANE", "Router", "stack_key_of"]
 
@@ -48,17 +49,20 @@ class Router:
         The lanes' limit, for the refusal's message.
     max_bytes : int
         Largest input (``input.max_exposure_bytes``).
+    retrier : Retrier
+        Retries a header read on a storage hiccup (routing waits; ``/readyz`` says so).
     """
 
     def __init__(
         self, lanes: Lanes, stack_keys: list[str], in_pool: InPool, *, max_keys: int,
-        max_bytes: int,
+        max_bytes: int, retrier: Retrier,
     ) -> None:  # fmt: skip
         self._lanes = lanes
         self._max_bytes = max_bytes
         self._max_keys = max_keys
         self._stack_keys = stack_keys
         self._in_pool = in_pool
+        self._retrier = retrier
 
     async def run(self, source: Source, heartbeat: Heartbeat) -> None:
         """Route every delivery of ``source`` until it ends."""
@@ -88,7 +92,10 @@ class Router:
             return delivery.event.stack_key, delivery  # the producer's (and Kafka's) key
         path: Path = delivery.event.path
         try:
-            header = await self._in_pool(read_primary_header, path, max_bytes=self._max_bytes)
+            header = await self._retrier.call(
+                INPUT_STORAGE,
+                lambda: self._in_pool(read_primary_header, path, max_bytes=self._max_bytes),
+            )
             return stack_key_of(header, self._stack_keys), delivery
         except InvalidInput as exc:
             problem = exc

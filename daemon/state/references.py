@@ -20,7 +20,7 @@ from pathlib import Path
 from astropy.io.fits import Header
 
 from daemon.app.settings import ConfigError, ReferenceSettings
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, Retriable
 from daemon.fileio.fits_io import read_exposure, read_primary_header
 from processors import Exposure
 
@@ -125,7 +125,7 @@ class ReferenceBackgrounds:
             if known is not None and known[0] == stamp:
                 return known[1]
             header = read_primary_header(path, max_bytes=self._max_bytes)
-        except (OSError, InvalidInput) as exc:
+        except (OSError, InvalidInput, Retriable) as exc:
             log.warning("reference folder: %s skipped (%s)", path.name, exc)
             return None
         with self._lock:
@@ -181,7 +181,7 @@ class ReferenceBackgrounds:
                 return known[1]
         try:
             exposure = read_exposure(path, allow_cubes=False, max_bytes=self._max_bytes)
-        except InvalidInput as exc:
+        except (InvalidInput, Retriable) as exc:
             raise InvalidInput(
                 "reference_missing", f"reference background {path} is unusable: {exc}"
             ) from exc

@@ -13,7 +13,7 @@ from typing import Any
 
 from daemon.app.parameters import sky_matcher_parameters
 from daemon.app.settings import SkyMatchSettings
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, Retriable
 from daemon.events import SkyMatchEvent, SkyMatchMember
 from daemon.fileio.fits_io import read_exposure, remove_stale_temporaries, write_json
 from daemon.fileio.names import safe_file_name
@@ -288,7 +288,7 @@ class SkyMatchGroups:
                     pairs=pairs,
                 )
                 state.products[image_id] = product
-            except (ValueError, OSError, InvalidInput) as exc:
+            except (ValueError, OSError, InvalidInput, Retriable) as exc:
                 problems.append(f"skymatch group {state.name}: {image_id} dropped ({exc})")
         state.last_arrival = saved["last_arrival"]
         state.revision = saved["revision"]

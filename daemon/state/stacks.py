@@ -15,7 +15,7 @@ import numpy as np
 
 from daemon.app.parameters import stack_parameters
 from daemon.app.settings import RollingSkySettings, StackSettings
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, Retriable
 from daemon.fileio.fits_io import (
     read_exposure,
     remove_stale_temporaries,
@@ -175,7 +175,7 @@ class StackStore:
                     state.stack = self.new_stack(exposure.image_shape)
                 state.stack.add(member_id, exposure, info["obs_time"])
                 state.members[member_id] = info
-            except (InvalidInput, ValueError) as exc:
+            except (InvalidInput, Retriable, ValueError) as exc:
                 problems.append(f"stack {state.key}: member {member_id} dropped ({exc})")
         if state.stack is not None:
             self.save_stack(state)

@@ -18,6 +18,7 @@ from daemon.intake.delivery import Delivery
 from daemon.ops.conditions import Conditions
 from daemon.ops.metrics import Metrics
 from daemon.ops.supervisor import Supervisor
+from daemon.retry import Retrier
 from tests.conftest import small_exposure
 
 
@@ -63,8 +64,9 @@ async def test_each_delivery_reaches_the_lane_of_its_key(tmp_path: Path) -> None
     source = Keyed([good, junk, tmp_path / "keyed.fits"])
     heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
     router = Router(
-        lanes, ["INSTRUME", "DETECTOR", "FILTER"], _in_thread, max_keys=8, max_bytes=2**32
-    )
+        lanes, ["INSTRUME", "DETECTOR", "FILTER"], _in_thread, max_keys=8, max_bytes=2**32,
+        retrier=Retrier(Conditions(), initial_seconds=0.01),
+    )  # fmt: skip
     await router.run(source, heartbeat)
     lanes.input_ended()
     await asyncio.wait_for(lanes.join(), 10)
@@ -96,7 +98,8 @@ async def test_a_key_beyond_the_limit_is_quarantined_as_too_many_keys(tmp_path: 
                   park_seconds=1.0, metrics=Metrics(CollectorRegistry()), max_keys=2,
                   idle_seconds=3600)  # fmt: skip
     heartbeat = supervisor.spawn("idle", asyncio.Event().wait)
-    router = Router(lanes, ["DETECTOR"], _in_thread, max_keys=2, max_bytes=2**32)
+    router = Router(lanes, ["DETECTOR"], _in_thread, max_keys=2, max_bytes=2**32,
+                    retrier=Retrier(Conditions(), initial_seconds=0.01))  # fmt: skip
     await router.run(BatchSource(paths), heartbeat)
     lanes.input_ended()
     await asyncio.wait_for(lanes.join(), 10)
