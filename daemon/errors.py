@@ -12,6 +12,7 @@ __all__ = [
     "INPUT_STORAGE",
     "QUARANTINE_REASONS",
     "Fatal",
+    "InputChanged",
     "InvalidInput",
     "Retriable",
     "input_read_error",
@@ -62,6 +63,15 @@ class InvalidInput(Exception):
         self.detail = detail
 
 
+class InputChanged(InvalidInput):
+    """The input changed after its source took it: it shrank, is being rewritten, or is gone.
+
+    A source that watches its files (a folder) takes such an input back and waits for it
+    to settle again, instead of refusing it; for the others (a Kafka claim check) it is the
+    `InvalidInput` it names (``truncated``, ``unreadable``).
+    """
+
+
 class Fatal(Exception):
     """Configuration or programming error: stop cleanly with a non-zero exit."""
 
@@ -93,10 +103,13 @@ def input_read_error(name: str, exc: OSError) -> Retriable | InvalidInput:
     """What an OS error reading the input ``name`` means.
 
     A storage hiccup is `Retriable` (condition `INPUT_STORAGE`: the read is tried again,
-    the input never quarantined for it); anything else makes the input ``unreadable``.
+    the input never quarantined for it); a file gone is `InputChanged`; anything else
+    makes the input ``unreadable``.
     """
     if exc.errno in _INPUT_HICCUPS:
         return Retriable(f"{INPUT_STORAGE}: {exc.strerror or exc} reading {name}")
+    if exc.errno == errno.ENOENT:
+        return InputChanged("unreadable", f"{name}: no longer exists")
     return InvalidInput("unreadable", f"{name}: {exc.strerror or exc}")
 
 

@@ -108,6 +108,20 @@ def path_of(uri: str) -> Path:
     return Path(uri)
 
 
+def uri_of(path: Path) -> str:
+    """How an event names a local file: its path, or a ``file://`` URI if not UTF-8.
+
+    A name that is not UTF-8 cannot be a JSON string; the URI's percent-escapes name its
+    bytes exactly.
+    """
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.absolute().as_uri()
+    return name
+
+
 def exposure_id_from_path(path: Path) -> str:
     """The exposure id of a file: its name without the FITS suffix, made a valid id.
 
@@ -172,7 +186,7 @@ class ExposureEvent(_Event):
     @classmethod
     def for_file(cls, path: Path) -> ExposureEvent:
         """The event of a file found in a watched folder or named on the command line."""
-        return cls(exposure_id=exposure_id_from_path(path), uri=str(path))
+        return cls(exposure_id=exposure_id_from_path(path), uri=uri_of(path))
 
 
 class ProductEvent(_Event):

@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from daemon.errors import InvalidInput, QuarantineReason, input_read_error
+from daemon.errors import InputChanged, InvalidInput, QuarantineReason, input_read_error
 from daemon.fileio.fits_pixels import read_pixels
 from daemon.fileio.fits_walk import DEFAULT_MAX_EXPOSURE_BYTES, FitsState, walk_fits
 from daemon.fileio.fits_writer import write_image_hdus
@@ -120,7 +120,9 @@ def _walked(path: Path, handle: IO[bytes] | None, max_bytes: int) -> IO[bytes]:
     state, detail = walk_fits(handle, max_bytes=max_bytes)
     if state == "complete":
         return handle
-    reason: QuarantineReason = "truncated" if state == "incomplete" else state
+    if state == "incomplete":  # it was complete when its source took it
+        raise InputChanged("truncated", f"{path.name}: {detail}")
+    reason: QuarantineReason = state
     raise InvalidInput(reason, f"{path.name}: {detail}")
 
 
@@ -221,7 +223,7 @@ def _pixels(
     decompresses to (``max_bytes``), so a small file cannot unfold into a huge one.
     """
     if not isinstance(hdu, fits.CompImageHDU):
-        return read_pixels(handle, hdu)
+        return read_pixels(handle, hdu, path.name)
     size = int(np.prod(hdu.shape, dtype=np.int64)) * abs(int(hdu.header["BITPIX"])) // 8
     if size > max_bytes:
         raise InvalidInput(

@@ -17,6 +17,7 @@ from typing import IO
 import numpy as np
 from astropy.io import fits
 
+from daemon.errors import InputChanged
 from processors.engines._byteorder import from_big_endian
 
 __all__ = ["read_pixels"]
@@ -43,8 +44,8 @@ def _native_type(header: fits.Header) -> tuple[np.dtype, bool] | None:
     return None
 
 
-def read_pixels(handle: IO[bytes], hdu: fits.PrimaryHDU | fits.ImageHDU) -> np.ndarray:
-    """The pixels of ``hdu``, read from ``handle`` (the file it was opened from).
+def read_pixels(handle: IO[bytes], hdu: fits.PrimaryHDU | fits.ImageHDU, name: str) -> np.ndarray:
+    """The pixels of ``hdu``, read from ``handle`` (the file ``name`` it was opened from).
 
     Read at the data's offset (``pread``): the handle's position does not move.
 
@@ -53,7 +54,7 @@ def read_pixels(handle: IO[bytes], hdu: fits.PrimaryHDU | fits.ImageHDU) -> np.n
 
     Raises
     ------
-    OSError
+    InputChanged
         If the file ends before the data does (it changed after it was walked).
     """
     # Once astropy has decoded the data, its header describes the decoded array.
@@ -74,7 +75,11 @@ def read_pixels(handle: IO[bytes], hdu: fits.PrimaryHDU | fits.ImageHDU) -> np.n
             count = os.preadv(handle.fileno(), [chunk[got:]], start + done + got)
             if not count:
                 missing = raw.nbytes - done - got
-                raise OSError(f"the file ended {missing} bytes before the data of {hdu.name}")
+                raise InputChanged(
+                    "truncated",
+                    f"{name}: it shrank while it was read (it ended {missing} bytes before "
+                    f"the data of {hdu.name})",
+                )
             got += count
         first = done // dtype.itemsize
         from_big_endian(flat[first : first + step // dtype.itemsize], flip_sign=flip)

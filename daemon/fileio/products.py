@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from daemon.app.settings import OutputSettings
 from daemon.errors import InvalidInput
-from daemon.events import ExposureEvent, ProductEvent, path_of
+from daemon.events import ExposureEvent, ProductEvent, path_of, uri_of
 from daemon.fileio.fits_io import remove_stale_temporaries, write_exposure, write_json
 from daemon.fileio.names import MAX_NAME_BYTES, bounded_name
 from daemon.fileio.saved_background import Extension
@@ -152,7 +152,7 @@ class DirectorySink:
         """
         sidecar = self.product_path(event.exposure_id).with_suffix(".json")
         summary = _read_sidecar(sidecar)
-        if summary is None or summary.input_uri != str(event.path):
+        if summary is None or summary.input_uri != uri_of(event.path):
             return None
         try:
             info = event.path.stat()

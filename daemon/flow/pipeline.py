@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from daemon.app.settings import Settings
-from daemon.errors import INPUT_STORAGE, Fatal, InvalidInput
-from daemon.events import ProductEvent
+from daemon.errors import INPUT_STORAGE, Fatal, InputChanged, InvalidInput
+from daemon.events import ProductEvent, uri_of
 from daemon.fileio.fits_io import read_exposure, read_primary_header, write_exposure
 from daemon.fileio.products import DirectorySink
 from daemon.fileio.quarantine import Quarantine
@@ -270,7 +270,14 @@ class Pipeline:
 
         With a product topic, the quarantine is announced by a ``FAILED`` ProductEvent
         (reason and detail), so that a producer on Kafka sees what became of its exposure.
+        An input that changed after its source took it goes back to a source that can take
+        it back (a folder), unrefused.
         """
+        if isinstance(exc, InputChanged) and delivery.retake is not None:
+            log.info("%s changed after it was taken (%s): watched again",
+                     delivery.event.path.name, exc.detail)  # fmt: skip
+            delivery.retake()
+            return
         with log_context(outcome="quarantined"):
             await self._retrier.call(
                 QUARANTINE_FOLDER,
@@ -343,7 +350,7 @@ class Pipeline:
         event = delivery.event
         # A product name taken by another input is refused before any work is done (and
         # before a combined background of that name is written).
-        await self.in_pool(self._sink.check_name, event.exposure_id, str(event.path))
+        await self.in_pool(self._sink.check_name, event.exposure_id, uri_of(event.path))
         obs_time = observation_time(event, exposure.header, time.time())
         stage = functools.partial(self._stage, timings)
         try:
@@ -392,7 +399,7 @@ class Pipeline:
         status = "SKIPPED" if choice.background is None else "COMPLETE"
         summary = ProductEvent(
             exposure_id=event.exposure_id,
-            input_uri=str(event.path),
+            input_uri=uri_of(event.path),
             product_uri=event.uri_for(self._sink.product_path(event.exposure_id)),
             status=status,
             method=choice.method,

@@ -44,6 +44,10 @@ class Delivery:
     on_abandon : callable or None
         Called when the delivery is dropped unprocessed because it was given away (the
         source stops waiting for it; it is never acknowledged).
+    retake : callable or None
+        Takes back an input that changed after it was delivered (`InputChanged`): the
+        source watches it again as a new arrival, nothing is acknowledged or refused.
+        None: the source cannot (the input is refused with the reason it names).
     """
 
     event: ExposureEvent
@@ -55,6 +59,7 @@ class Delivery:
     on_hold: Callable[[bool], None] | None = None
     owned: Callable[[], bool] | None = None
     on_abandon: Callable[[], None] | None = None
+    retake: Callable[[], None] | None = None
 
     def hold(self, held: bool) -> None:
         """Tell the source that this delivery is (True) or is no longer (False) held."""

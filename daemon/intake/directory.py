@@ -471,6 +471,15 @@ class DirectorySource:
                 await asyncio.to_thread(self._archive, look.path)
             self._in_flight.pop(look.path, None)
 
+        def retake() -> None:
+            # Changed since it was taken (rewritten in place, shrunk, deleted): watched
+            # again from now, its writer's next close counted, its arrival time kept.
+            self._in_flight.pop(look.path, None)
+            now = time.monotonic()
+            self._pending[look.path] = _Pending(first_seen=pending.first_seen, last_change=now)
+            self._metrics.pending_files.set(len(self._pending))
+            self._wake.set()
+
         return Delivery(
             event=ExposureEvent.for_file(Path(look.path)),
             source=self.name,
@@ -478,4 +487,5 @@ class DirectorySource:
             acknowledge=acknowledge,
             problem=problem,
             may_repeat=True,  # after a crash or a lost state folder: recognised by its sidecar
+            retake=retake,
         )

@@ -33,6 +33,15 @@ class LedgerEntry:
     mtime_ns: int
 
 
+def _key(path: str) -> str:
+    """A path as the ledger stores it: the path itself, unless its name is not UTF-8.
+
+    Such a name's bytes are held in surrogates, which SQLite refuses; they are written as
+    backslash-x escapes instead.
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class Ledger:
     """SQLite-backed set of finished input files, looked up by path.
 
@@ -77,7 +86,9 @@ class Ledger:
         """How this exact file was finished (``complete``, ``background``, ...), or None."""
         row = (
             self._reader()
-            .execute("SELECT size, mtime_ns, outcome FROM finished WHERE path = ?", (entry.path,))
+            .execute(
+                "SELECT size, mtime_ns, outcome FROM finished WHERE path = ?", (_key(entry.path),)
+            )
             .fetchone()
         )
         if row is None or (row[0], row[1]) != (entry.size, entry.mtime_ns):
@@ -92,12 +103,12 @@ class Ledger:
             self._db.execute(
                 "INSERT OR REPLACE INTO finished VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    entry.path,
+                    _key(entry.path),
                     entry.size,
                     entry.mtime_ns,
-                    exposure_id,
+                    _key(exposure_id),
                     outcome,
-                    product,
+                    None if product is None else _key(product),
                     time.time(),
                 ),
             )
@@ -105,7 +116,7 @@ class Ledger:
     def forget(self, path: str) -> None:
         """Drop the row of a file that left the folder (archived); thread-safe."""
         with self._lock:
-            self._db.execute("DELETE FROM finished WHERE path = ?", (path,))
+            self._db.execute("DELETE FROM finished WHERE path = ?", (_key(path),))
 
     def compact(self, folder: str, present: Iterable[str]) -> int:
         """Drop the rows of files under ``folder`` that are no longer there; return how many.
@@ -113,12 +124,12 @@ class Ledger:
         One pass over the table (blocking: call from a worker thread), so that the ledger
         holds about as many rows as the folder holds files.
         """
-        prefix = folder.rstrip("/") + "/"
+        prefix = _key(folder.rstrip("/") + "/")
         with self._lock:
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS present (path TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM present")
             self._db.executemany("INSERT OR IGNORE INTO present VALUES (?)",
-                                 ((p,) for p in present))  # fmt: skip
+                                 ((_key(p),) for p in present))  # fmt: skip
             cursor = self._db.execute(
                 "DELETE FROM finished WHERE substr(path, 1, ?) = ? "
                 "AND path NOT IN (SELECT path FROM present)",

@@ -32,7 +32,7 @@ def test_every_pixel_type_reads_as_astropy_reads_it(tmp_path: Path, dtype: str) 
     path = tmp_path / "image.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_values(dtype), name="SCI")]).writeto(path)
     with open(path, "rb") as handle, fits.open(handle, memmap=False) as hdul:
-        ours = read_pixels(handle, hdul["SCI"])
+        ours = read_pixels(handle, hdul["SCI"], "x.fits")
         theirs = hdul["SCI"].data
         assert ours.dtype == theirs.dtype.newbyteorder("=")
         np.testing.assert_array_equal(ours, theirs)
@@ -46,7 +46,7 @@ def test_scaled_and_blank_planes_are_left_to_astropy(tmp_path: Path) -> None:
     fits.HDUList([fits.PrimaryHDU(), scaled]).writeto(path)
     with open(path, "rb") as handle, fits.open(handle, memmap=False) as hdul:
         expected = hdul["SCI"].data.copy()
-        np.testing.assert_array_equal(read_pixels(handle, hdul["SCI"]), expected)
+        np.testing.assert_array_equal(read_pixels(handle, hdul["SCI"], "x.fits"), expected)
         assert np.isnan(expected).sum() == 1 and expected[0, 1] == 3.5  # really scaled
 
 

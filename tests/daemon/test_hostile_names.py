@@ -74,3 +74,35 @@ async def test_hostile_names_and_special_files(tmp_path: Path) -> None:
     assert link["reason"] == "outside_roots"
     assert secret.read_bytes() == secret_bytes  # the target is never touched
     assert not any(n.startswith("link") or n.startswith("secret") for n in names)
+
+
+async def test_names_that_are_not_utf8_are_processed_and_remembered(tmp_path: Path) -> None:
+    # A file system name is bytes: one that is not UTF-8 must neither stop the folder's
+    # tasks nor the good files, nor be done twice after a restart.
+    settings = test_settings(tmp_path)
+    inbox, out = settings.source.directory.path, settings.output.directory
+    quarantine = settings.quarantine.directory
+    inbox.mkdir(parents=True)
+    odd = os.fsdecode(b"night\xff\xfe_0001.fits")
+    broken = os.fsdecode(b"junk\xff.fits")
+    drop_fits(inbox, "good.fits", small_exposure(0))
+    drop_fits(inbox, odd, small_exposure(1))
+    (inbox / broken).write_bytes(b"not a FITS file" * 300)
+    async with running(settings) as service:
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "complete"}, 2)  # fmt: skip
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "quarantined"}, 1)  # fmt: skip
+    assert sorted(p.name for p in products_in(out)) == ["good_bsub.fits", "night___0001_bsub.fits"]
+    sidecar = json.loads((out / "night___0001_bsub.json").read_text())
+    assert sidecar["input_uri"].endswith("/night%FF%FE_0001.fits")  # names the bytes exactly
+    reason = json.loads((quarantine / f"{broken}.reason.json").read_text(errors="surrogateescape"))
+    assert reason["reason"] == "not_fits"
+    assert (quarantine / broken).is_file()  # moved: the quarantine folder is skystream's
+
+    async with running(settings) as service:  # the ledger knows both names
+        drop_fits(inbox, "later.fits", small_exposure(2))
+        await wait_for_count(service, "skystream_exposures_processed_total",
+                             {"outcome": "complete"}, 1)  # fmt: skip
+        assert metric(service, "skystream_exposures_processed_total",
+                      {"outcome": "complete"}) == 1  # fmt: skip
