@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import functools
 import logging
 import os
@@ -197,6 +199,10 @@ def _simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skystream`` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    # A fatal signal (a crash in compiled code, SIGBUS on a vanished mapping) still leaves
+    # every thread's traceback on stderr, in the journal beside the last log lines.
+    with contextlib.suppress(OSError, ValueError):  # a stderr that is no file (captured)
+        faulthandler.enable()
     try:
         if args.command == "simulate":
             configure_logging()

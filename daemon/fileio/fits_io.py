@@ -286,6 +286,9 @@ def read_exposure(
         dq = _plane(handle, hdul, "DQ", sci.shape, path, max_bytes)
         if dq is not None and not np.issubdtype(dq.dtype, np.integer):
             raise InvalidInput("wrong_shape", f"{path.name}: DQ has non-integer type {dq.dtype}")
+        if dq is not None and np.issubdtype(dq.dtype, np.signedinteger):
+            # Bit flags stored in a signed type: its bits, not a sign-extended value.
+            dq = dq.view(f"u{dq.dtype.itemsize}")
         flat = sci.reshape(-1)
         if not (np.isfinite(flat[:4096]).any() or np.isfinite(flat).any()):
             raise InvalidInput("no_valid_pixels", f"{path.name}: SCI has no finite pixel")

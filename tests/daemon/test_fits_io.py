@@ -182,3 +182,18 @@ def test_products_are_byte_identical_to_astropy_writeto(tmp_path, shape, dq_type
     back = read_exposure(ours)
     np.testing.assert_array_equal(back.dq, dq)
     np.testing.assert_array_equal(back.sci, sci)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
+def test_dq_flags_stored_signed_keep_their_bits(tmp_path: Path, dtype) -> None:
+    sci = np.ones((4, 4), np.float32)
+    dq = np.zeros((4, 4), dtype)
+    dq[0, 0] = -1 if np.issubdtype(dtype, np.signedinteger) else 255
+    dq[1, 1] = 4
+    path = tmp_path / "signed_dq.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"),
+                  fits.ImageHDU(dq, name="DQ")]).writeto(path)  # fmt: skip
+    read = read_exposure(path).dq
+    assert read.dtype == np.uint32
+    assert read[0, 0] == 2 ** (8 * np.dtype(dtype).itemsize) - 1  # all its bits, no more
+    assert read[1, 1] == 4 and read[2, 2] == 0
