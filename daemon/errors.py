@@ -16,6 +16,7 @@ __all__ = [
     "InvalidInput",
     "Retriable",
     "input_read_error",
+    "is_input_hiccup",
     "retriable_cause",
 ]
 
@@ -95,8 +96,17 @@ class Retriable(Exception):
 
 #: The retry condition of reading inputs.
 INPUT_STORAGE = "input storage"
-#: OS errors reading an input that clear by themselves (a network file system's hiccup).
-_INPUT_HICCUPS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY})
+#: OS errors reading an input that clear by themselves (a network file system's hiccup,
+#: this process briefly out of descriptors or memory).
+_INPUT_HICCUPS = frozenset(
+    {errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.EMFILE,
+     errno.ENFILE, errno.ENOMEM}
+)  # fmt: skip
+
+
+def is_input_hiccup(exc: OSError) -> bool:
+    """Whether an OS error reading an input is the storage's, to wait out (not the input's)."""
+    return exc.errno in _INPUT_HICCUPS
 
 
 def input_read_error(name: str, exc: OSError) -> Retriable | InvalidInput:
@@ -106,7 +116,7 @@ def input_read_error(name: str, exc: OSError) -> Retriable | InvalidInput:
     the input never quarantined for it); a file gone is `InputChanged`; anything else
     makes the input ``unreadable``.
     """
-    if exc.errno in _INPUT_HICCUPS:
+    if is_input_hiccup(exc):
         return Retriable(f"{INPUT_STORAGE}: {exc.strerror or exc} reading {name}")
     if exc.errno == errno.ENOENT:
         return InputChanged("unreadable", f"{name}: no longer exists")

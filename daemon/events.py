@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes, urlparse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import JsonDict
 
-from daemon.fileio.names import bounded_name
+from daemon.fileio.names import bounded_name, readable
 
 __all__ = [
     "MAX_ID_BYTES",
@@ -29,6 +29,7 @@ __all__ = [
     "SkyMatchMember",
     "exposure_id_from_path",
     "path_of",
+    "uri_of",
 ]
 
 #: Longest exposure id in UTF-8 bytes: product names made from it stay under NAME_MAX.
@@ -128,7 +129,7 @@ def exposure_id_from_path(path: Path) -> str:
     Control characters and backslashes become ``_``, and so does a leading dot; a stem
     longer than `MAX_ID_BYTES` is shortened with a hash (`daemon.fileio.names.bounded_name`).
     """
-    name = "".join(c if c.isprintable() and c != "\\" else "_" for c in path.name)
+    name = "".join(c if c.isprintable() and c != "\\" else "_" for c in readable(path.name))
     for suffix in _FITS_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
@@ -288,7 +289,7 @@ class ProductEvent(_Event):
             input_uri=event.uri,
             status="FAILED",
             reason=reason,
-            detail=detail,
+            detail=readable(detail),
             stack_key=stack_key if stack_key is not None else event.stack_key,
             software_version=software_version,
             produced_at=datetime.now(UTC),

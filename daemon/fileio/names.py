@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["MAX_NAME_BYTES", "bounded_name", "safe_file_name"]
+__all__ = ["MAX_NAME_BYTES", "bounded_name", "readable", "safe_file_name"]
 
 #: Longest file name skystream makes, in UTF-8 bytes. File systems allow 255; the rest is
 #: room for the hidden temporary name of an atomic write (``.<name>.tmp-<pid>``) and for
 #: the reason files of the quarantine.
 MAX_NAME_BYTES = 200
 _HASH_CHARS = 12
+
+
+def readable(text: str) -> str:
+    """``text`` as valid UTF-8; other text is kept as it is.
+
+    A file name's undecodable bytes (held in surrogates) become backslash-x escapes, so
+    that JSON readers, SQLite and logs take it.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _digest(text: str) -> str:

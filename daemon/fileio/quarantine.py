@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.fileio.fits_io import write_json
-from daemon.fileio.names import bounded_name
+from daemon.fileio.names import bounded_name, readable
 
 __all__ = ["Quarantine"]
 
@@ -54,9 +54,9 @@ class Quarantine:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {
-            "original_path": str(path),
+            "original_path": readable(str(path)),
             "reason": reason,
-            "detail": detail,
+            "detail": readable(detail),
             "source": source,
             "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "moved": False,

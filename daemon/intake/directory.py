@@ -27,7 +27,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.app.settings import DirectorySourceSettings
-from daemon.errors import QUARANTINE_REASONS, InvalidInput, QuarantineReason
+from daemon.errors import QUARANTINE_REASONS, InvalidInput, QuarantineReason, is_input_hiccup
 from daemon.events import ExposureEvent
 from daemon.fileio.fits_io import (
     DEFAULT_MAX_EXPOSURE_BYTES,
@@ -59,7 +59,8 @@ class _Look:
     path: str
     size: int = -1
     mtime_ns: int = -1
-    # regular (not yet checked) | complete | incomplete | gone | a quarantine reason
+    # regular (not yet checked) | complete | incomplete | gone | storage (its storage
+    # falters: waited for) | a quarantine reason
     # (not_fits, unreadable, not_a_file, outside_roots, ...)
     state: str = "gone"
     detail: str = ""
@@ -349,7 +350,8 @@ class DirectorySource:
         except FileNotFoundError:
             return _Look(path)
         except OSError as exc:
-            return _Look(path, state="unreadable", detail=exc.strerror or str(exc))
+            state = "storage" if is_input_hiccup(exc) else "unreadable"
+            return _Look(path, state=state, detail=exc.strerror or str(exc))
         if stat.S_ISLNK(info.st_mode):
             target = os.path.realpath(path)
             inside = target.startswith(self._root + os.sep)
@@ -397,9 +399,12 @@ class DirectorySource:
         """The completeness verdict of a regular file (and its observation time)."""
         try:
             state, detail = check_fits_complete(Path(look.path), max_bytes=self._max_bytes)
+        except FileNotFoundError:
+            return _Look(look.path)
         except OSError as exc:
-            return _Look(look.path, look.size, look.mtime_ns, "unreadable",
-                         exc.strerror or str(exc), look.observed)  # fmt: skip
+            failed = "storage" if is_input_hiccup(exc) else "unreadable"
+            return _Look(look.path, look.size, look.mtime_ns, failed, exc.strerror or str(exc),
+                         look.observed)  # fmt: skip
         observed = _observed(look.path, look.observed) if state == "complete" else look.observed
         return _Look(look.path, look.size, look.mtime_ns, state, detail, observed, checked=True)
 
@@ -431,6 +436,13 @@ class DirectorySource:
             return None
         if look.state == "gone":
             del self._pending[look.path]
+            return None
+        if look.state == "storage":  # its storage falters: wait, neither settle nor refuse
+            if pending.look is None or pending.look.state != "storage":
+                log.warning("%s: %s (input storage); waiting for it to answer",
+                            Path(look.path).name, look.detail)  # fmt: skip
+            pending.look = look
+            pending.last_change = now
             return None
         pending.look = look
         if (look.size, look.mtime_ns) != (pending.size, pending.mtime_ns):

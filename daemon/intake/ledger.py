@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.fileio.names import readable
+
 __all__ = ["Ledger", "LedgerEntry"]
 
 _SCHEMA = """
@@ -34,12 +36,8 @@ class LedgerEntry:
 
 
 def _key(path: str) -> str:
-    """A path as the ledger stores it: the path itself, unless its name is not UTF-8.
-
-    Such a name's bytes are held in surrogates, which SQLite refuses; they are written as
-    backslash-x escapes instead.
-    """
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path as the ledger stores it (SQLite refuses the surrogates of a non-UTF-8 name)."""
+    return readable(path)
 
 
 class Ledger:

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from daemon.fileio.names import readable
+
 __all__ = ["FIELDS", "configure_logging", "escape_controls", "log_context"]
 
 #: Structured fields a record may carry (from `log_context` or ``extra=``).
@@ -126,7 +128,7 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": readable(record.getMessage()),
             **_fields(record),
         }
         if record.exc_info:

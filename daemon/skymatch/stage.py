@@ -30,7 +30,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from daemon.app.settings import Settings
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, Retriable
 from daemon.events import ExposureEvent, ProductEvent, SkyMatchEvent
 from daemon.fileio.fits_io import read_exposure, write_exposure, write_json
 from daemon.intake.kinds import matches_rule
@@ -161,7 +161,7 @@ class SkyMatchStage:
         if product is None:
             try:
                 product = await self._in_pool(read_exposure, path)
-            except (OSError, InvalidInput) as exc:
+            except (OSError, InvalidInput, Retriable) as exc:
                 log.warning("skymatch group %s: product %s unreadable, not matched (%s)",
                             group, path.name, exc)  # fmt: skip
                 return
@@ -246,10 +246,14 @@ class SkyMatchStage:
     ) -> ProductEvent | None:
         """Write ``<stem>_skym.fits`` (and its sidecar); return its ProductEvent (blocking)."""
         start = time.perf_counter()
-        matched = record_sky_level(
-            read_exposure(source), level, skymethod=table.method, subtract=True,
-            keywords=SKYMATCH_KEYWORDS,
-        )  # fmt: skip
+        try:
+            product = read_exposure(source)
+        except (InvalidInput, Retriable) as exc:  # another exposure's product, not the input's
+            log.warning("%s not written: the product %s is unreadable (%s)",
+                        source.stem + MATCHED_SUFFIX, source.name, exc)  # fmt: skip
+            return None
+        matched = record_sky_level(product, level, skymethod=table.method, subtract=True,
+                                   keywords=SKYMATCH_KEYWORDS)  # fmt: skip
         target = source.with_name(f"{source.stem}{MATCHED_SUFFIX}.fits")
         fsync = self._settings.output.fsync
         write_exposure(matched, target, fsync=fsync)

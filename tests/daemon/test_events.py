@@ -24,6 +24,7 @@ from daemon.events import (
     SkyMatchMember,
     exposure_id_from_path,
     path_of,
+    uri_of,
 )
 from daemon.intake.claims import parse_exposure_event
 from daemon.intake.kinds import matches_rule, observation_time
@@ -239,3 +240,13 @@ def test_the_readme_tables_name_every_field() -> None:
     for model in (ExposureEvent, ProductEvent, SkyMatchEvent):
         for name, field in model.model_fields.items():
             assert f"`{field.alias or name}`" in rows, f"{model.__name__}.{name}"
+
+
+def test_names_that_are_not_utf8_keep_distinct_readable_ids() -> None:
+    latin1 = [Path(os.fsdecode(b"/data/caf\xe9.fits")), Path(os.fsdecode(b"/data/caf\xe8.fits"))]
+    ids = [exposure_id_from_path(path) for path in latin1]
+    assert ids == ["caf_xe9", "caf_xe8"]  # the bytes shown, not all one "_"
+    assert exposure_id_from_path(Path("/data/café.fits")) == "café"  # UTF-8 kept
+    for path in latin1:
+        assert path_of(uri_of(path)) == path  # an event names the bytes exactly
+    assert uri_of(Path("/data/café.fits")) == "/data/café.fits"

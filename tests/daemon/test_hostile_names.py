@@ -93,11 +93,16 @@ async def test_names_that_are_not_utf8_are_processed_and_remembered(tmp_path: Pa
                              {"outcome": "complete"}, 2)  # fmt: skip
         await wait_for_count(service, "skystream_exposures_processed_total",
                              {"outcome": "quarantined"}, 1)  # fmt: skip
-    assert sorted(p.name for p in products_in(out)) == ["good_bsub.fits", "night___0001_bsub.fits"]
-    sidecar = json.loads((out / "night___0001_bsub.json").read_text())
+    assert sorted(p.name for p in products_in(out)) == [
+        "good_bsub.fits",
+        "night_xff_xfe_0001_bsub.fits",
+    ]
+    sidecar = json.loads((out / "night_xff_xfe_0001_bsub.json").read_text())
     assert sidecar["input_uri"].endswith("/night%FF%FE_0001.fits")  # names the bytes exactly
-    reason = json.loads((quarantine / f"{broken}.reason.json").read_text(errors="surrogateescape"))
+    reason = json.loads((quarantine / f"{broken}.reason.json").read_bytes())  # strict UTF-8
     assert reason["reason"] == "not_fits"
+    assert reason["detail"].startswith("junk\\xff.fits: ")  # the byte, readable
+    assert reason["detail"].encode("utf-8")
     assert (quarantine / broken).is_file()  # moved: the quarantine folder is skystream's
 
     async with running(settings) as service:  # the ledger knows both names

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,33 @@ async def test_a_hiccup_reading_an_input_is_retried_and_the_input_processed(
     assert left["failures"] == 0
     assert (settings.output.directory / "flaky_bsub.fits").is_file()
     assert (inbox / "flaky.fits").is_file()  # never moved
+
+
+@pytest.mark.asyncio
+async def test_a_folder_whose_storage_falters_is_waited_for_not_quarantined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every open of one file fails with EIO for a second: the folder source's completeness
+    # checks as well as the pipeline's reads. It waits, then processes it.
+    settings = test_settings(tmp_path)  # settle_seconds 0.3: a refusal would come at once
+    inbox = settings.source.directory.path
+    inbox.mkdir(parents=True, exist_ok=True)
+    real = os.open
+    failing: dict[str, float] = {}
+
+    def open_(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if os.fspath(path).endswith("flaky.fits"):
+            first = failing.setdefault("since", time.monotonic())
+            if time.monotonic() - first < 1.0:
+                failing["count"] = failing.get("count", 0) + 1
+                raise OSError(errno.EIO, "Input/output error")
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    async with running(settings) as service:
+        drop_fits(inbox, "flaky.fits", small_exposure(1))
+        await wait_until(lambda: metric(service, PROCESSED, {"outcome": "complete"}) == 1)
+        assert metric(service, PROCESSED, {"outcome": "quarantined"}) == 0
+    assert failing["count"] >= 3  # it was examined several times while failing
+    assert (settings.output.directory / "flaky_bsub.fits").is_file()
+    assert (inbox / "flaky.fits").is_file()
