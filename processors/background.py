@@ -114,9 +114,13 @@ class BackgroundResult:
         """
         if self._error_map is not None:
             return self._error_map()
-        rms = np.asarray(self.rms, dtype=np.float32)  # a fresh map on every access
-        rms *= np.float32(self.error_scale)
-        return rms
+        if self._error_surface is not None:
+            surface, factor = self._error_surface
+            error = surface.evaluate()  # a fresh map on every access
+        else:
+            error, factor = np.asarray(self.rms, dtype=np.float32), self.error_scale
+        error *= np.float32(factor)
+        return error
 
 
 @lru_cache(maxsize=32)

@@ -138,6 +138,5 @@ def rolling_sky_background(
         params=MappingProxyType(params),
         source_mask=current.source_mask,  # this frame's sources, for the product's DQ
         _rms_map=current._rms_map,
-        _error_map=error_surface.evaluate,
         _error_surface=(error_surface, 1.0),
     )

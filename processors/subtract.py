@@ -234,9 +234,7 @@ def _map_or_surface(
     Neither (no values) is an empty map and a surface without columns.
     """
     if isinstance(values, SplineSurface):
-        rows = values.rows if values.rows.shape[1] else np.empty((0, nx), np.float32)
-        surface = (rows, values.taps, values.weights, values.low, values.high)
-        return _NO_ROWS, surface
+        return _NO_ROWS, (values.rows, values.taps, values.weights, values.low, values.high)
     if values is None:
         return _NO_ROWS, _NO_SURFACE
     plane = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, nx)

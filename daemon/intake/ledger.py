@@ -35,11 +35,6 @@ class LedgerEntry:
     mtime_ns: int
 
 
-def _key(path: str) -> str:
-    """A path as the ledger stores it (SQLite refuses the surrogates of a non-UTF-8 name)."""
-    return readable(path)
-
-
 class Ledger:
     """SQLite-backed set of finished input files, looked up by path.
 
@@ -85,7 +80,8 @@ class Ledger:
         row = (
             self._reader()
             .execute(
-                "SELECT size, mtime_ns, outcome FROM finished WHERE path = ?", (_key(entry.path),)
+                "SELECT size, mtime_ns, outcome FROM finished WHERE path = ?",
+                (readable(entry.path),),
             )
             .fetchone()
         )
@@ -101,12 +97,12 @@ class Ledger:
             self._db.execute(
                 "INSERT OR REPLACE INTO finished VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    _key(entry.path),
+                    readable(entry.path),
                     entry.size,
                     entry.mtime_ns,
-                    _key(exposure_id),
+                    readable(exposure_id),
                     outcome,
-                    None if product is None else _key(product),
+                    None if product is None else readable(product),
                     time.time(),
                 ),
             )
@@ -114,7 +110,7 @@ class Ledger:
     def forget(self, path: str) -> None:
         """Drop the row of a file that left the folder (archived); thread-safe."""
         with self._lock:
-            self._db.execute("DELETE FROM finished WHERE path = ?", (_key(path),))
+            self._db.execute("DELETE FROM finished WHERE path = ?", (readable(path),))
 
     def compact(self, folder: str, present: Iterable[str]) -> int:
         """Drop the rows of files under ``folder`` that are no longer there; return how many.
@@ -122,12 +118,12 @@ class Ledger:
         One pass over the table (blocking: call from a worker thread), so that the ledger
         holds about as many rows as the folder holds files.
         """
-        prefix = _key(folder.rstrip("/") + "/")
+        prefix = readable(folder.rstrip("/") + "/")
         with self._lock:
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS present (path TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM present")
             self._db.executemany("INSERT OR IGNORE INTO present VALUES (?)",
-                                 ((_key(p),) for p in present))  # fmt: skip
+                                 ((readable(p),) for p in present))  # fmt: skip
             cursor = self._db.execute(
                 "DELETE FROM finished WHERE substr(path, 1, ?) = ? "
                 "AND path NOT IN (SELECT path FROM present)",

@@ -47,6 +47,18 @@ def _replica(tmp_path: Path, name: str, overrides: dict[str, Any]) -> Settings:
     return merge_overrides(settings, {"output": {"directory": str(tmp_path / "products")}})
 
 
+async def _mosaic_topics(tmp_path: Path, bootstrap: str) -> tuple[dict[str, Any], Path]:
+    """Overrides with a SkyMatchEvent topic, both topics made with 2 partitions, a data folder."""
+    overrides = kafka_overrides(tmp_path, bootstrap)
+    kafka = overrides["source"]["kafka"]
+    overrides["output"]["skymatch_topic"] = f"skymatch-{kafka['topic']}"
+    await create_topic(bootstrap, kafka["topic"], partitions=2)
+    await create_topic(bootstrap, kafka["mosaic_topic"], partitions=2)
+    data = tmp_path / "data"
+    data.mkdir()
+    return overrides, data
+
+
 def _holds_one_of_each(service: Service) -> bool:
     mosaic = service.mosaic_source
     return (
@@ -61,13 +73,8 @@ def _holds_one_of_each(service: Service) -> bool:
 async def test_two_replicas_match_each_group_once_with_all_members(
     tmp_path, bootstrap, spitzer_path
 ) -> None:
-    overrides = kafka_overrides(tmp_path, bootstrap)
+    overrides, data = await _mosaic_topics(tmp_path, bootstrap)
     kafka = overrides["source"]["kafka"]
-    overrides["output"]["skymatch_topic"] = f"skymatch-{kafka['topic']}"
-    await create_topic(bootstrap, kafka["topic"], partitions=2)
-    await create_topic(bootstrap, kafka["mosaic_topic"], partitions=2)
-    data = tmp_path / "data"
-    data.mkdir()
     groups = _groups_on_both_partitions()
     tiles = _tiles(spitzer_path)
     sent: dict[int, list[tuple[bytes, bytes]]] = {0: [], 1: []}
@@ -128,13 +135,8 @@ async def test_two_replicas_match_each_group_once_with_all_members(
 async def test_a_group_continues_on_the_other_replica_when_its_owner_leaves(
     tmp_path, bootstrap, spitzer_path
 ) -> None:
-    overrides = kafka_overrides(tmp_path, bootstrap)
+    overrides, data = await _mosaic_topics(tmp_path, bootstrap)
     kafka = overrides["source"]["kafka"]
-    overrides["output"]["skymatch_topic"] = f"skymatch-{kafka['topic']}"
-    await create_topic(bootstrap, kafka["topic"], partitions=2)
-    await create_topic(bootstrap, kafka["mosaic_topic"], partitions=2)
-    data = tmp_path / "data"
-    data.mkdir()
     tiles = _tiles(spitzer_path)
     messages = []
     for index, tile in enumerate(tiles):
